@@ -1,0 +1,63 @@
+"""The method registry: every Runge-Kutta method by name, as tableau data.
+
+Each module in this package defines one ``TABLEAU``; users add their own with
+:func:`register_method`.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from node.tableau import ButcherTableau
+
+_BUILTIN = (
+    "euler",
+    "midpoint",
+    "heun2",
+    "heun3",
+    "rk4",
+    "adaptive_heun",
+    "fehlberg2",
+    "bosh3",
+    "dopri5",
+    "tsit5",
+    "dopri8",
+)
+
+_REGISTRY: dict[str, ButcherTableau] = {
+    name: import_module(f"node.methods.{name}").TABLEAU for name in _BUILTIN
+}
+
+
+def register_method(tableau: ButcherTableau, *, overwrite: bool = False) -> None:
+    """Make ``tableau`` available as ``odeint(..., method=tableau.name)``."""
+    if not isinstance(tableau, ButcherTableau):
+        raise TypeError(f"register_method expects a ButcherTableau, got {type(tableau).__name__}")
+    if tableau.name in _REGISTRY and not overwrite:
+        raise ValueError(
+            f"method {tableau.name!r} is already registered; pass overwrite=True to replace it"
+        )
+    _REGISTRY[tableau.name] = tableau
+
+
+def available_methods() -> list[str]:
+    """Names accepted by ``method=``, in registration order."""
+    return list(_REGISTRY)
+
+
+def get_tableau(method: str | ButcherTableau | None) -> ButcherTableau:
+    """Look a method up by name (``None`` means ``"dopri5"``, as in torchdiffeq)."""
+    if isinstance(method, ButcherTableau):
+        return method
+    if method is None:
+        method = "dopri5"
+    if not isinstance(method, str):
+        raise TypeError(
+            f"method must be a string or ButcherTableau, got {type(method).__name__}: {method!r}"
+        )
+    try:
+        return _REGISTRY[method]
+    except KeyError:
+        raise ValueError(
+            f"unknown method {method!r}; expected one of: {', '.join(available_methods())}"
+        ) from None
