@@ -1,0 +1,27 @@
+"""node: torchdiffeq-compatible neural-ODE solvers in pure PyTorch.
+
+``from node import odeint`` is a drop-in replacement for ``from torchdiffeq import odeint``;
+:func:`solve` additionally returns statistics and a status.
+"""
+
+from node.errors import SolverError, Status
+from node.methods import available_methods, get_tableau, register_method
+from node.odeint import odeint
+from node.options import AdaptiveOptions, FixedGridOptions
+from node.solution import Solution
+from node.solve import solve
+from node.tableau import ButcherTableau
+
+__all__ = [
+    "AdaptiveOptions",
+    "ButcherTableau",
+    "FixedGridOptions",
+    "Solution",
+    "SolverError",
+    "Status",
+    "available_methods",
+    "get_tableau",
+    "odeint",
+    "register_method",
+    "solve",
+]

@@ -1,0 +1,151 @@
+"""The adaptive-step integration loop.
+
+Steps are chosen by the error test and controller alone: output times are reached by dense
+output, never by shortening a step, so the number of function evaluations does not depend on how
+many outputs are requested. Only ``step_t``/``jump_t`` clip steps. All loop bookkeeping is Python
+floats; the only host synchronisation per step is reading the error ratio.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+
+import torch
+
+from node.controllers import make_controller
+from node.errors import Status
+from node.interpolation import dense_polynomials, interpolate
+from node.options import AdaptiveOptions
+from node.runge_kutta import RKCoefficients, rk_step
+from node.solution import Integration, Stats
+from node.state import FlatVectorField
+from node.tolerance import ErrorScale
+
+
+def _stops_after(times: Sequence[float], direction: float, tau0: float) -> list[float]:
+    taus = sorted(direction * t for t in times)
+    return taus[bisect.bisect_right(taus, tau0) :]
+
+
+def integrate_adaptive(
+    f: FlatVectorField,
+    y0: torch.Tensor,
+    taus: Sequence[float],
+    co: RKCoefficients,
+    options: AdaptiveOptions,
+    errors: ErrorScale,
+    callbacks=None,
+) -> Integration:
+    """Integrate from ``taus[0]`` through every later output time (solver time, increasing)."""
+    stats = Stats()
+    direction = f.direction
+    polys = dense_polynomials(co.tableau)
+    controller = make_controller(co.order, options)
+    b_error = co.b_error
+    min_step, max_step, max_num_steps = options.min_step, options.max_step, options.max_num_steps
+    n_out = len(taus)
+
+    tau = taus[0]
+    y = y0
+    outputs = [y0]
+    result = Integration(outputs, stats, tau=tau)
+    if n_out == 1:
+        return result
+    k0 = f(tau, y)
+    if options.first_step is not None:
+        h_tau = options.first_step
+    else:
+        h_tau = errors.initial_step(f, tau, y, k0, co.order, direction)
+    h_tau = min(max(h_tau, min_step), max_step)
+    with torch.no_grad():
+        y_abs = y.abs()
+    stops = sorted(
+        [(s, False) for s in _stops_after(options.step_t, direction, tau)]
+        + [(s, True) for s in _stops_after(options.jump_t, direction, tau)]
+    )
+    stop_index = 0
+    i = 1
+    next_out = taus[1]
+
+    while True:
+        if stats.n_steps >= max_num_steps:
+            return _fail(result, Status.MAX_STEPS, tau, h_tau,
+                         f"max_num_steps={max_num_steps} steps taken before reaching the last "
+                         f"output time {direction * taus[-1]:.10g}")
+        tau1 = tau + h_tau
+        on_jump = False
+        landed = False
+        if stop_index < len(stops) and stops[stop_index][0] < tau1:
+            tau1, on_jump = stops[stop_index]
+            landed = True
+        h_eff = tau1 - tau
+        if h_eff <= 0.0 or tau1 == tau:
+            return _fail(result, Status.STEP_TOO_SMALL, tau, h_tau,
+                         f"step size {h_tau:.3g} underflows at t={direction * tau:.10g}")
+        h = direction * h_eff
+        if callbacks is not None:
+            callbacks.step(tau, y, h)
+        y1, K = rk_step(f, tau, y, k0, h_eff, tau1, h, co, perturb_end=on_jump)
+        ratio, y1_abs = errors.ratio(K, b_error, h_eff, y_abs, y1)
+        stats.n_steps += 1
+        accepted = ratio <= 1.0  # False for NaN too
+        if accepted:
+            stats.n_accepted += 1
+            if callbacks is not None:
+                callbacks.accept(tau, y, h)
+            if next_out <= tau1:
+                thetas = []
+                while i < n_out and taus[i] <= tau1:
+                    thetas.append((taus[i] - tau) / h_eff)
+                    i += 1
+                exact_end = thetas[-1] == 1.0
+                if exact_end:
+                    thetas.pop()
+                if thetas:
+                    outputs.extend(interpolate(y, K, h, polys, thetas).T.unbind(0))
+                if exact_end:
+                    outputs.append(y1)
+                if i == n_out:
+                    result.tau, result.h = tau1, h_eff
+                    return result
+                next_out = taus[i]
+            tau, y, y_abs = tau1, y1, y1_abs
+            if on_jump:
+                k0 = f(tau, y, 1)  # f is discontinuous here: take the value from after the jump
+            else:
+                k0 = K[-1] if co.fsal else f(tau, y)
+            if landed:
+                stop_index += 1
+        else:
+            stats.n_rejected += 1
+            if callbacks is not None:
+                callbacks.reject(tau, y, h)
+            if not math.isfinite(ratio):
+                cause = _non_finite_cause(k0, y)
+                if cause:
+                    return _fail(result, Status.NON_FINITE, tau, h_eff, cause)
+            if h_eff <= min_step:
+                return _fail(result, Status.STEP_TOO_SMALL, tau, h_eff,
+                             f"error test failed (error ratio {ratio:.3g}) at the minimum step "
+                             f"min_step={min_step:.3g}")
+        h_tau = min(max(controller.next_step(h_eff, ratio, accepted), min_step), max_step)
+        if not math.isfinite(ratio) and tau + h_tau == tau:
+            return _fail(result, Status.NON_FINITE, tau, h_tau,
+                         "the step keeps producing non-finite values (overflow or NaN in func) "
+                         "even as the step size underflows")
+
+
+def _non_finite_cause(k0: torch.Tensor, y: torch.Tensor) -> str:
+    """Diagnose a non-finite error ratio: is the current state or its derivative the culprit?"""
+    if not bool(torch.isfinite(y).all()):
+        return "the state became non-finite"
+    if not bool(torch.isfinite(k0).all()):
+        return "func returned non-finite values (NaN or inf) at the current state"
+    return ""
+
+
+def _fail(result: Integration, status: Status, tau: float, h: float, cause: str) -> Integration:
+    result.status, result.tau, result.h, result.cause = status, tau, h, cause
+    return result

@@ -1,0 +1,37 @@
+"""Exceptions and the status of a solve."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Status(str, Enum):
+    """How a solve ended. ``SUCCESS`` is the only status that reached the last output time."""
+
+    SUCCESS = "success"
+    MAX_STEPS = "max_num_steps_reached"
+    STEP_TOO_SMALL = "step_size_too_small"
+    NON_FINITE = "non_finite"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class SolverError(RuntimeError):
+    """A numerical failure of the solver.
+
+    Attributes:
+        status: the :class:`Status` describing the cause.
+        t: the time reached (the start of the step that failed).
+        dt: the step size in use when the solver gave up.
+        solution: the partial :class:`~node.Solution` up to the last output time reached, when the
+            solve was made through :func:`node.solve` (``None`` otherwise).
+    """
+
+    def __init__(self, status: Status, t: float, dt: float, cause: str, solution=None) -> None:
+        self.status = status
+        self.t = t
+        self.dt = dt
+        self.cause = cause
+        self.solution = solution
+        super().__init__(f"{cause} [status={status.value}]")

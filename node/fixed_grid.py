@@ -1,0 +1,111 @@
+"""The fixed-grid integration loop.
+
+The grid is ``t`` itself, or ``t[0], t[0] + step_size, ...`` closed by ``t[-1]``, or what the
+user's ``grid_constructor`` returns. Output times between grid points are interpolated linearly or
+with cubic Hermite polynomials (``interp``); the derivative at a grid point needed by the latter is
+the next step's first stage, so it costs nothing except after the last step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+from node.errors import Status
+from node.interpolation import hermite
+from node.options import FixedGridOptions
+from node.runge_kutta import RKCoefficients, rk_step
+from node.solution import Integration, Stats
+from node.state import FlatVectorField
+
+
+def make_grid(
+    taus: Sequence[float],
+    options: FixedGridOptions,
+    direction: float,
+    constructor_args: Callable[[], tuple] | None = None,
+) -> list[float]:
+    """The grid in solver time (increasing), from ``taus[0]`` to ``taus[-1]``."""
+    start, end = taus[0], taus[-1]
+    if options.grid_constructor is not None:
+        grid = options.grid_constructor(*constructor_args())
+        if not isinstance(grid, torch.Tensor) or grid.dim() != 1 or grid.numel() < 2:
+            raise ValueError("grid_constructor must return a 1-D tensor with at least 2 times")
+        grid = [direction * float(g) for g in grid.tolist()]
+        if grid[0] != start or grid[-1] != end:
+            raise ValueError(
+                f"grid_constructor must return a grid from t[0]={direction * start} to "
+                f"t[-1]={direction * end}, got one from {direction * grid[0]} to "
+                f"{direction * grid[-1]}"
+            )
+        if any(b <= a for a, b in zip(grid, grid[1:], strict=False)):
+            raise ValueError("grid_constructor must return a strictly monotonic grid")
+        return grid
+    if options.step_size is None:
+        return list(taus)
+    step = options.step_size
+    # The tiny relative slack keeps a span that is a multiple of step_size in rounding from
+    # producing an extra, nearly empty last step.
+    n = max(1, math.ceil((end - start) / step * (1 - 1e-12)))
+    grid = [start + k * step for k in range(n)]
+    grid.append(end)
+    return grid
+
+
+def integrate_fixed_grid(
+    f: FlatVectorField,
+    y0: torch.Tensor,
+    taus: Sequence[float],
+    grid: Sequence[float],
+    co: RKCoefficients,
+    options: FixedGridOptions,
+    callbacks=None,
+) -> Integration:
+    stats = Stats()
+    direction = f.direction
+    perturb = options.perturb
+    cubic = options.interp == "cubic"
+    n_out = len(taus)
+    y = y0
+    outputs = [y0]
+    result = Integration(outputs, stats, tau=taus[0])
+    i = 1
+    k0 = None
+    for tau0, tau1 in zip(grid, grid[1:], strict=False):
+        if i == n_out:
+            break
+        h_tau = tau1 - tau0
+        if stats.n_steps >= options.max_num_steps:
+            result.status, result.tau, result.h = Status.MAX_STEPS, tau0, h_tau
+            result.cause = f"max_num_steps={options.max_num_steps} grid steps taken"
+            return result
+        h = direction * h_tau
+        if k0 is None:
+            k0 = f(tau0, y, 1) if perturb else f(tau0, y)
+        if callbacks is not None:
+            callbacks.step(tau0, y, h)
+        y1, K = rk_step(f, tau0, y, k0, h_tau, tau1, h, co, perturb_end=perturb)
+        stats.n_steps += 1
+        stats.n_accepted += 1
+        if not bool(torch.isfinite(y1).all()):
+            result.status, result.tau, result.h = Status.NON_FINITE, tau0, h_tau
+            result.cause = "the state became non-finite (NaN or inf) during a fixed step"
+            return result
+        k1 = K[-1] if co.fsal and not perturb else None
+        while i < n_out and taus[i] <= tau1:
+            if taus[i] == tau1:
+                outputs.append(y1)
+            else:
+                theta = (taus[i] - tau0) / h_tau
+                if cubic:
+                    if k1 is None:
+                        k1 = f(tau1, y1, 1) if perturb else f(tau1, y1)
+                    outputs.append(hermite(y, y1, k0, k1, h, theta))
+                else:
+                    outputs.append(torch.lerp(y, y1, theta))
+            i += 1
+        y, k0 = y1, k1
+        result.tau, result.h = tau1, h_tau
+    return result

@@ -1,0 +1,204 @@
+"""Typed solver options.
+
+``odeint(..., options={...})`` takes a plain dict for torchdiffeq compatibility; it is parsed here
+into one of two dataclasses, so every key is checked (a typo raises instead of being ignored) and
+every value has one documented type and default.
+
+A method runs in one of two modes:
+
+* **adaptive** (an embedded pair, no ``step_size``/``grid_constructor`` given):
+  :class:`AdaptiveOptions`;
+* **fixed grid** (a fixed-step method, or any method given ``step_size`` or
+  ``grid_constructor``): :class:`FixedGridOptions`. Running an adaptive pair on a fixed grid is
+  allowed (the error estimate is then simply not computed), as diffrax's ``ConstantStepSize``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+_CONTROLLERS = ("integral", "pid")
+_INTERPS = ("linear", "cubic")
+
+
+@dataclass(frozen=True)
+class AdaptiveOptions:
+    """Options of adaptive-step solves (torchdiffeq's names and defaults, plus the controller).
+
+    Attributes:
+        first_step: size of the first step; ``None`` selects it automatically (Hairer, Norsett
+            and Wanner, *Solving ODEs I*, sec. II.4), at the cost of one function evaluation.
+        safety, ifactor, dfactor: the new step is ``dt * clip(safety * ratio**(-1/order),
+            dfactor, ifactor)``, where ``ratio`` is the scaled error norm; after an accepted step
+            the factor is at least 1 (torchdiffeq's rule).
+        min_step: smallest step allowed; a step of this size that still fails the error test
+            raises :class:`~node.SolverError`.
+        max_step: largest step allowed.
+        max_num_steps: budget of steps (accepted plus rejected) for the whole solve.
+        step_t: times the solver must step onto (for example known kinks in ``func``).
+        jump_t: times of discontinuities of ``func``: stepped onto, and ``func`` is re-evaluated
+            just after them instead of reusing the derivative from before.
+        norm: norm of the scaled error, called with a tensor (or tuple) shaped like the state.
+        dtype: dtype of the time tensors passed to ``func`` (float32 works on Apple MPS).
+        controller: ``"integral"`` (default) or ``"pid"``.
+        pcoeff, icoeff, dcoeff: gains of the PID controller (Soederlind, 2003); the defaults
+            0.3/0.3/0 are one of the pairs listed in diffrax's ``PIDController`` documentation.
+            With ``pcoeff=dcoeff=0, icoeff=1`` it reduces to the integral controller.
+    """
+
+    first_step: float | None = None
+    safety: float = 0.9
+    ifactor: float = 10.0
+    dfactor: float = 0.2
+    min_step: float = 0.0
+    max_step: float = math.inf
+    max_num_steps: int = 2**31 - 1
+    step_t: tuple[float, ...] = ()
+    jump_t: tuple[float, ...] = ()
+    norm: Callable[[Any], torch.Tensor] | None = None
+    dtype: torch.dtype = torch.float64
+    controller: str = "integral"
+    pcoeff: float = 0.3
+    icoeff: float = 0.3
+    dcoeff: float = 0.0
+
+
+@dataclass(frozen=True)
+class FixedGridOptions:
+    """Options of fixed-grid solves (torchdiffeq's names and defaults).
+
+    Attributes:
+        step_size: grid spacing; ``None`` steps exactly from one output time to the next.
+        grid_constructor: ``grid_constructor(func, y0, t) -> 1-D tensor`` builds the grid
+            (its first and last entries must be ``t[0]`` and ``t[-1]``).
+        perturb: evaluate ``func`` just after a step's start and just before its end (the next
+            floating-point number), so that discontinuities on grid points are seen from the
+            correct side.
+        interp: ``"linear"`` or ``"cubic"`` (Hermite) interpolation between grid points.
+        dtype: dtype of the time tensors passed to ``func``.
+        max_num_steps: budget of steps for the whole solve.
+    """
+
+    step_size: float | None = None
+    grid_constructor: Callable | None = None
+    perturb: bool = False
+    interp: str = "linear"
+    dtype: torch.dtype = torch.float64
+    max_num_steps: int = 2**31 - 1
+
+
+def _field_names(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def uses_fixed_grid(adaptive_method: bool, options: Mapping[str, Any] | None) -> bool:
+    """Whether a method runs on a fixed grid with these options."""
+    if not adaptive_method:
+        return True
+    options = options or {}
+    return options.get("step_size") is not None or options.get("grid_constructor") is not None
+
+
+def _times(name: str, value) -> tuple[float, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, torch.Tensor):
+        if value.dim() > 1:
+            raise ValueError(f"options[{name!r}] must be 1-D, got shape {tuple(value.shape)}")
+        return tuple(float(v) for v in value.detach().reshape(-1).tolist())
+    try:
+        return tuple(float(v) for v in value)
+    except TypeError:
+        raise TypeError(
+            f"options[{name!r}] must be a 1-D tensor or sequence of times, got "
+            f"{type(value).__name__}"
+        ) from None
+
+
+def _positive(name: str, value, *, allow_zero: bool = False, allow_inf: bool = False) -> float:
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"options[{name!r}] must be a number, got {type(value).__name__}")
+    value = float(value)
+    ok = (value >= 0 if allow_zero else value > 0) and (allow_inf or math.isfinite(value))
+    if not ok or math.isnan(value):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"options[{name!r}] must be {bound} and finite, got {value!r}")
+    return value
+
+
+def _dtype(value) -> torch.dtype:
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise TypeError(f"options['dtype'] must be a floating torch.dtype, got {value!r}")
+    return value
+
+
+def parse_options(
+    options: Mapping[str, Any] | None, *, fixed_grid: bool, method: str
+) -> AdaptiveOptions | FixedGridOptions:
+    """Validate an option dict and return the typed options for the solve's mode."""
+    if options is None:
+        options = {}
+    if isinstance(options, AdaptiveOptions | FixedGridOptions):
+        options = {f.name: getattr(options, f.name) for f in fields(options)}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
+    cls = FixedGridOptions if fixed_grid else AdaptiveOptions
+    valid = _field_names(cls)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        mode = "fixed-grid" if fixed_grid else "adaptive"
+        raise ValueError(
+            f"unknown option(s) {unknown} for method {method!r} ({mode} mode); "
+            f"valid options are: {', '.join(valid)}"
+        )
+    kw = {k: v for k, v in options.items() if v is not None or k in ("first_step", "norm")}
+    if "dtype" in kw:
+        kw["dtype"] = _dtype(kw["dtype"])
+    if "max_num_steps" in kw:
+        n = kw["max_num_steps"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"options['max_num_steps'] must be a positive int, got {n!r}")
+    if fixed_grid:
+        if kw.get("step_size") is not None:
+            kw["step_size"] = _positive("step_size", kw["step_size"])
+        if kw.get("grid_constructor") is not None and not callable(kw["grid_constructor"]):
+            raise TypeError("options['grid_constructor'] must be callable")
+        if kw.get("interp", "linear") not in _INTERPS:
+            raise ValueError(f"options['interp'] must be one of {_INTERPS}, got {kw['interp']!r}")
+        return FixedGridOptions(**kw)
+
+    if kw.get("first_step") is not None:
+        kw["first_step"] = _positive("first_step", kw["first_step"])
+    for name in ("safety", "ifactor", "dfactor"):
+        if name in kw:
+            kw[name] = _positive(name, kw[name])
+    if "min_step" in kw:
+        kw["min_step"] = _positive("min_step", kw["min_step"], allow_zero=True)
+    if "max_step" in kw:
+        kw["max_step"] = _positive("max_step", kw["max_step"], allow_inf=True)
+    for name in ("pcoeff", "icoeff", "dcoeff"):
+        if name in kw:
+            kw[name] = float(kw[name])
+    if kw.get("min_step", 0.0) > kw.get("max_step", math.inf):
+        raise ValueError(
+            f"options['min_step'] ({kw['min_step']}) must not exceed options['max_step'] "
+            f"({kw['max_step']})"
+        )
+    if kw.get("controller", "integral") not in _CONTROLLERS:
+        raise ValueError(
+            f"options['controller'] must be one of {_CONTROLLERS}, got {kw['controller']!r}"
+        )
+    if kw.get("norm") is not None and not callable(kw["norm"]):
+        raise TypeError(f"options['norm'] must be callable, got {type(kw['norm']).__name__}")
+    kw["step_t"] = _times("step_t", kw.get("step_t"))
+    kw["jump_t"] = _times("jump_t", kw.get("jump_t"))
+    if set(kw["step_t"]) & set(kw["jump_t"]):
+        raise ValueError("options['step_t'] and options['jump_t'] must not share any time")
+    return AdaptiveOptions(**kw)

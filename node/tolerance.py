@@ -1,0 +1,85 @@
+"""The error test: the scaled norm of a step's local error estimate.
+
+A step is accepted when
+
+    ratio = || err / (atol + rtol * max(|y0|, |y1|)) ||  <=  1,
+
+with ``err = h * sum_i e_i k_i`` the difference of the embedded pair (torchdiffeq's test). The
+ratio is computed without autograd: step sizes are not differentiated (the gradient is that of the
+discretised solution for the steps that were taken, as in diffrax).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from node.norms import FlatNorm
+
+
+class ErrorScale:
+    """Computes error ratios for one solve's tolerances and norm.
+
+    Args:
+        rtol, atol: Python floats, or flat per-element tensors.
+        norm: a flat norm.
+        homogeneous: whether ``norm(c * x) == |c| * norm(x)``; then the step size is factored out
+            of the norm instead of multiplied into the error vector (one tensor operation less).
+    """
+
+    def __init__(self, rtol, atol, norm: FlatNorm, homogeneous: bool) -> None:
+        self.rtol = rtol
+        self.atol = atol
+        self.norm = norm
+        self.homogeneous = homogeneous
+        self._tensor_tol = isinstance(rtol, torch.Tensor) or isinstance(atol, torch.Tensor)
+
+    def scale(self, magnitude: torch.Tensor) -> torch.Tensor:
+        """``atol + rtol * magnitude``, overwriting ``magnitude`` when possible."""
+        if self._tensor_tol:
+            return torch.add(self.atol, magnitude * self.rtol)
+        return magnitude.mul_(self.rtol).add_(self.atol)
+
+    def ratio(
+        self,
+        K: torch.Tensor,
+        b_error: torch.Tensor,
+        h_abs: float,
+        y0_abs: torch.Tensor,
+        y1: torch.Tensor,
+    ) -> tuple[float, torch.Tensor]:
+        """The step's error ratio and ``|y1|`` (reused as ``|y0|`` by the next step)."""
+        with torch.no_grad():
+            err = torch.mv(K.T, b_error)
+            y1_abs = y1.abs()
+            err.div_(self.scale(torch.maximum(y0_abs, y1_abs)))
+            if self.homogeneous:
+                return self.norm(err).item() * h_abs, y1_abs
+            return self.norm(err.mul_(h_abs)).item(), y1_abs
+
+    def initial_step(
+        self,
+        f: Callable[[float, torch.Tensor], torch.Tensor],
+        tau0: float,
+        y0: torch.Tensor,
+        f0: torch.Tensor,
+        order: int,
+        direction: float,
+    ) -> float:
+        """Hairer's automatic first step (Solving ODEs I, sec. II.4), as torchdiffeq computes it.
+
+        Costs one evaluation of ``f``. ``order`` is the method's order.
+        """
+        with torch.no_grad():
+            scale = self.scale(y0.abs())
+            d0 = self.norm(y0 / scale).item()
+            d1 = self.norm(f0 / scale).item()
+            h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+            f1 = f(tau0 + h0, y0 + (direction * h0) * f0)
+            d2 = self.norm((f1 - f0) / scale).item() / h0
+        if d1 <= 1e-15 and d2 <= 1e-15:
+            h1 = max(1e-6, h0 * 1e-3)
+        else:
+            h1 = (0.01 / max(d1, d2)) ** (1.0 / order)
+        return min(100 * h0, h1)
