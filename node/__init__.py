@@ -4,6 +4,7 @@
 :func:`solve` additionally returns statistics and a status.
 """
 
+from node.adjoint import odeint_adjoint
 from node.errors import SolverError, Status
 from node.methods import available_methods, get_tableau, register_method
 from node.odeint import odeint
@@ -22,6 +23,7 @@ __all__ = [
     "available_methods",
     "get_tableau",
     "odeint",
+    "odeint_adjoint",
     "register_method",
     "solve",
 ]

@@ -37,6 +37,7 @@ def integrate_adaptive(
     options: AdaptiveOptions,
     errors: ErrorScale,
     callbacks=None,
+    step=rk_step,
 ) -> Integration:
     """Integrate from ``taus[0]`` through every later output time (solver time, increasing)."""
     stats = Stats()
@@ -87,7 +88,7 @@ def integrate_adaptive(
         h = direction * h_eff
         if callbacks is not None:
             callbacks.step(tau, y, h)
-        y1, K = rk_step(f, tau, y, k0, h_eff, tau1, h, co, perturb_end=on_jump)
+        y1, K = step(f, tau, y, k0, h_eff, tau1, h, co, perturb_end=on_jump)
         ratio, y1_abs = errors.ratio(K, b_error, h_eff, y_abs, y1)
         stats.n_steps += 1
         accepted = ratio <= 1.0  # False for NaN too
@@ -108,7 +109,8 @@ def integrate_adaptive(
                 if exact_end:
                     outputs.append(y1)
                 if i == n_out:
-                    result.tau, result.h = tau1, h_eff
+                    h_next = controller.next_step(h_eff, ratio, True)
+                    result.tau, result.h = tau1, min(max(h_next, min_step), max_step)
                     return result
                 next_out = taus[i]
             tau, y, y_abs = tau1, y1, y1_abs

@@ -62,6 +62,7 @@ def integrate_fixed_grid(
     co: RKCoefficients,
     options: FixedGridOptions,
     callbacks=None,
+    step=rk_step,
 ) -> Integration:
     stats = Stats()
     direction = f.direction
@@ -86,7 +87,7 @@ def integrate_fixed_grid(
             k0 = f(tau0, y, 1) if perturb else f(tau0, y)
         if callbacks is not None:
             callbacks.step(tau0, y, h)
-        y1, K = rk_step(f, tau0, y, k0, h_tau, tau1, h, co, perturb_end=perturb)
+        y1, K = step(f, tau0, y, k0, h_tau, tau1, h, co, perturb_end=perturb)
         stats.n_steps += 1
         stats.n_accepted += 1
         if not bool(torch.isfinite(y1).all()):

@@ -73,7 +73,7 @@ def interpolate(
 def hermite(
     y0: torch.Tensor, y1: torch.Tensor, f0: torch.Tensor, f1: torch.Tensor, h: float, theta: float
 ) -> torch.Tensor:
-    """Cubic Hermite interpolation at fraction ``theta`` of a step (fixed-grid ``interp='cubic'``)."""
+    """Cubic Hermite interpolation at fraction ``theta`` of a step (``interp='cubic'``)."""
     t2, t3 = theta * theta, theta * theta * theta
     h00, h10, h01, h11 = 2 * t3 - 3 * t2 + 1, t3 - 2 * t2 + theta, 3 * t2 - 2 * t3, t3 - t2
     return h00 * y0 + (h10 * h) * f0 + h01 * y1 + (h11 * h) * f1

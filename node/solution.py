@@ -36,8 +36,8 @@ class Integration:
     stats: Stats
     status: Status = Status.SUCCESS
     cause: str = ""
-    tau: float = 0.0
-    h: float = 0.0
+    tau: float = 0.0  # solver time reached
+    h: float = 0.0  # on success the proposed next step, on failure the step that failed
 
 
 @dataclass

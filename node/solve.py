@@ -1,28 +1,24 @@
-"""``solve``: one entry point for every method, returning a :class:`~node.Solution`."""
+"""``solve``: one entry point for every method and gradient mode, returning a Solution."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
 
-from node.adaptive import integrate_adaptive
-from node.callbacks import StepCallbacks
+from node.checkpoint import checkpointed_rk_step
 from node.errors import SolverError, Status
-from node.fixed_grid import integrate_fixed_grid, make_grid
-from node.inputs import check_func, check_times
-from node.methods import get_tableau
-from node.norms import mixed_rms_norm, rms_norm
-from node.options import AdaptiveOptions, parse_options, uses_fixed_grid
-from node.runge_kutta import coefficients
+from node.problem import Problem, make_problem
+from node.runge_kutta import rk_step
 from node.solution import Integration, Solution
-from node.state import FlatVectorField, StateLayout
+from node.state import FlatVectorField
 from node.tableau import ButcherTableau
 from node.time_gradient import outputs_with_t_gradients, start_with_t0_gradient
-from node.tolerance import ErrorScale
 
 OnFailure = Literal["raise", "return"]
+Gradient = Literal["direct", "adjoint", "checkpoint"]
+GRADIENT_MODES = ("direct", "adjoint", "checkpoint")
 
 
 def solve(
@@ -34,6 +30,12 @@ def solve(
     rtol=1e-7,
     atol=1e-9,
     options: dict[str, Any] | None = None,
+    gradient: Gradient = "direct",
+    adjoint_params: Sequence[torch.Tensor] | None = None,
+    adjoint_rtol=None,
+    adjoint_atol=None,
+    adjoint_method: str | None = None,
+    adjoint_options: dict[str, Any] | None = None,
     on_failure: OnFailure = "raise",
 ) -> Solution:
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``, and report how it went.
@@ -45,6 +47,15 @@ def solve(
         method: a registered method name (see :func:`node.available_methods`) or a tableau.
         rtol, atol: tolerances: numbers, per-element tensors, or tuples for tuple states.
         options: method options (see :class:`node.AdaptiveOptions`, :class:`node.FixedGridOptions`).
+        gradient: how ``backward()`` differentiates the solve:
+
+            * ``"direct"``: autograd through the solver's operations (fast; memory grows with
+              the number of steps times the graph of one ``func`` call);
+            * ``"checkpoint"``: the same exact gradient, recomputing each step in the backward
+              pass (memory: one state per step);
+            * ``"adjoint"``: the continuous adjoint (memory independent of the number of steps;
+              the gradient is accurate to the adjoint tolerances). ``adjoint_*`` arguments as in
+              :func:`node.odeint_adjoint`.
         on_failure: ``"raise"`` raises :class:`node.SolverError` on a numerical failure;
             ``"return"`` returns the partial solution (output times reached so far) with a
             failure ``status`` and ``message``.
@@ -54,67 +65,63 @@ def solve(
     """
     if on_failure not in ("raise", "return"):
         raise ValueError(f"on_failure must be 'raise' or 'return', got {on_failure!r}")
-    check_func(func)
-    layout = StateLayout(y0)
-    direction = check_times(t)
-    rtol_flat = layout.flat_tolerance("rtol", rtol)
-    atol_flat = layout.flat_tolerance("atol", atol)
-    tableau = get_tableau(method)
-    fixed = uses_fixed_grid(tableau.adaptive, options)
-    opts = parse_options(options, fixed_grid=fixed, method=tableau.name)
+    if gradient not in GRADIENT_MODES:
+        raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
+    problem = make_problem(func, y0, t, method=method, rtol=rtol, atol=atol, options=options)
+    if gradient == "adjoint":
+        from node.adjoint import solve_adjoint
 
-    y0_flat = layout.flatten(y0)
-    f = FlatVectorField(func, layout, opts.dtype, direction)
-    taus = [direction * float(v) for v in t.detach().tolist()]
-    time_grad = t.requires_grad and torch.is_grad_enabled()
+        return solve_adjoint(
+            problem,
+            on_failure=on_failure,
+            adjoint_params=adjoint_params,
+            adjoint_rtol=adjoint_rtol,
+            adjoint_atol=adjoint_atol,
+            adjoint_method=adjoint_method,
+            adjoint_options=adjoint_options,
+            options_given=options is not None,
+        )
+    if any(a is not None for a in (adjoint_params, adjoint_rtol, adjoint_atol, adjoint_method,
+                                   adjoint_options)):
+        raise ValueError(f"adjoint_* arguments need gradient='adjoint', got gradient={gradient!r}")
+    step = checkpointed_rk_step if gradient == "checkpoint" and torch.is_grad_enabled() else rk_step
+    return solve_autograd(problem, step=step, on_failure=on_failure)
+
+
+def solve_autograd(problem: Problem, *, step=rk_step, on_failure: OnFailure = "raise") -> Solution:
+    """The direct and checkpoint modes: the solver loop under autograd."""
+    f = problem.vector_field()
+    y0_flat = problem.layout.flatten(problem.y0)
+    time_grad = problem.t.requires_grad and torch.is_grad_enabled()
     if time_grad:
-        y0_flat = start_with_t0_gradient(f, t[0], y0_flat)
-    co = coefficients(tableau, layout.dtype, layout.device)
-    callbacks = StepCallbacks.of(func, f)
-    if fixed:
-        grid = make_grid(taus, opts, direction, lambda: (func, y0, t))
-        run = integrate_fixed_grid(f, y0_flat, taus, grid, co, opts, callbacks)
-    else:
-        errors = _error_scale(rtol_flat, atol_flat, opts, layout)
-        run = integrate_adaptive(f, y0_flat, taus, co, opts, errors, callbacks)
-    run.stats.nfe = f.nfe
-    return _finish(run, f, t, y0, layout, time_grad, on_failure)
-
-
-def _error_scale(rtol, atol, opts: AdaptiveOptions, layout: StateLayout) -> ErrorScale:
-    if opts.norm is not None:
-        user_norm = opts.norm
-
-        def norm(x: torch.Tensor) -> torch.Tensor:
-            return torch.as_tensor(user_norm(layout.unflatten(x)))
-
-        return ErrorScale(rtol, atol, norm, homogeneous=False)
-    if layout.is_tuple and len(layout.numels) > 1:
-        return ErrorScale(rtol, atol, mixed_rms_norm(layout.numels), homogeneous=True)
-    return ErrorScale(rtol, atol, rms_norm, homogeneous=True)
-
-
-def _finish(
-    run: Integration,
-    f: FlatVectorField,
-    t: torch.Tensor,
-    y0,
-    layout: StateLayout,
-    time_grad: bool,
-    on_failure: OnFailure,
-) -> Solution:
+        y0_flat = start_with_t0_gradient(f, problem.t[0], y0_flat)
+    run = problem.integrate(f, y0_flat, step=step)
     outputs = run.outputs
     if time_grad:
-        outputs[0] = layout.flatten(y0)  # y(t[0]) = y0 does not depend on t[0]
+        outputs[0] = problem.layout.flatten(problem.y0)  # y(t[0]) = y0 does not depend on t[0]
         if len(outputs) > 1:
-            outputs[1:] = outputs_with_t_gradients(f, t[1 : len(outputs)], outputs[1:])
-    ys = layout.unflatten_trajectory(torch.stack(outputs))
-    n = len(outputs)
-    stats = run.stats.as_dict()
+            outputs[1:] = outputs_with_t_gradients(f, problem.t[1 : len(outputs)], outputs[1:])
+    return finish(problem, run, f, torch.stack(outputs), on_failure)
+
+
+def finish(
+    problem: Problem,
+    run: Integration,
+    f: FlatVectorField,
+    ys_flat: torch.Tensor,
+    on_failure: OnFailure,
+    stats: dict | None = None,
+) -> Solution:
+    """Package a run as a Solution, raising :class:`SolverError` on failure if asked to."""
+    n = ys_flat.shape[0]
+    if stats is None:
+        stats = run.stats.as_dict()
     stats["nfe"] = f.nfe
+    t = problem.t
+    ys = problem.layout.unflatten_trajectory(ys_flat)
     solution = Solution(ts=t[:n], ys=ys, stats=stats, status=run.status)
     if run.status is not Status.SUCCESS:
-        t_reached = f.direction * run.tau
+        t_reached = problem.direction * run.tau
         solution.message = (
             f"{run.cause}; solve stopped at t={t_reached:.10g} with step size {run.h:.6g} "
             f"after {run.stats.n_steps} steps ({n} of {t.numel()} output times reached)"

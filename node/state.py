@@ -142,12 +142,16 @@ class FlatVectorField:
         return torch.full((), self.direction * tau, dtype=self.time_dtype, device=self.device)
 
     def __call__(self, tau: float, y: torch.Tensor, perturb: int = 0) -> torch.Tensor:
-        self.nfe += 1
         t = self.time(tau)
         if perturb:
             # The next representable time after (perturb=+1) or before (-1) t in solve direction.
             toward = math.inf if perturb * self.direction > 0 else -math.inf
             t = torch.nextafter(t, torch.full_like(t, toward))
+        return self.at(t, y)
+
+    def at(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``func`` at the user's time tensor ``t`` (which may carry gradients)."""
+        self.nfe += 1
         if self._plain_vector:
             out = self.func(t, y)
         else:

@@ -119,7 +119,9 @@ class ButcherTableau:
             if len(row) != i:
                 problems.append(f"a row {i} must have {i} entries, got {len(row)}")
             elif i and abs(sum(row) - self.c[i]) > 1e-12:
-                problems.append(f"row sum of a row {i} is {sum(row)!r}, expected c[{i}] = {self.c[i]!r}")
+                problems.append(
+                    f"row sum of a row {i} is {sum(row)!r}, expected c[{i}] = {self.c[i]!r}"
+                )
         if len(self.b) != s:
             problems.append(f"b must have {s} entries, got {len(self.b)}")
         elif abs(sum(self.b) - 1.0) > 1e-12:

@@ -1,0 +1,101 @@
+"""A validated initial-value problem: everything a solver loop needs, built once per solve."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+
+from node.adaptive import integrate_adaptive
+from node.callbacks import StepCallbacks
+from node.fixed_grid import integrate_fixed_grid, make_grid
+from node.inputs import check_func, check_times
+from node.methods import get_tableau
+from node.norms import FlatNorm, mixed_rms_norm, rms_norm
+from node.options import AdaptiveOptions, FixedGridOptions, parse_options, uses_fixed_grid
+from node.runge_kutta import RKCoefficients, coefficients, rk_step
+from node.solution import Integration
+from node.state import FlatVectorField, StateLayout
+from node.tableau import ButcherTableau
+from node.tolerance import ErrorScale
+
+
+@dataclass
+class Problem:
+    func: Callable
+    y0: object
+    t: torch.Tensor
+    layout: StateLayout
+    direction: float
+    taus: list[float]
+    tableau: ButcherTableau
+    options: AdaptiveOptions | FixedGridOptions
+    rtol: object
+    atol: object
+
+    @property
+    def fixed_grid(self) -> bool:
+        return isinstance(self.options, FixedGridOptions)
+
+    def vector_field(self) -> FlatVectorField:
+        return FlatVectorField(self.func, self.layout, self.options.dtype, self.direction)
+
+    def coefficients(self) -> RKCoefficients:
+        return coefficients(self.tableau, self.layout.dtype, self.layout.device)
+
+    def error_scale(self, norm: FlatNorm | None = None) -> ErrorScale:
+        """The error test; ``norm`` (flat) overrides the options' and the default norm."""
+        if norm is not None:
+            return ErrorScale(self.rtol, self.atol, norm, homogeneous=True)
+        user_norm = self.options.norm
+        if user_norm is not None:
+            layout = self.layout
+
+            def unflattened(x: torch.Tensor) -> torch.Tensor:
+                return torch.as_tensor(user_norm(layout.unflatten(x)))
+
+            return ErrorScale(self.rtol, self.atol, unflattened, homogeneous=False)
+        if self.layout.is_tuple and len(self.layout.numels) > 1:
+            return ErrorScale(self.rtol, self.atol, mixed_rms_norm(self.layout.numels), True)
+        return ErrorScale(self.rtol, self.atol, rms_norm, homogeneous=True)
+
+    def integrate(
+        self,
+        f: FlatVectorField,
+        y0_flat: torch.Tensor,
+        *,
+        step=rk_step,
+        norm: FlatNorm | None = None,
+        first_step: float | None = None,
+        callback_suffix: str = "",
+    ) -> Integration:
+        """Run the solver loop for this problem's mode from ``y0_flat``."""
+        co = self.coefficients()
+        callbacks = StepCallbacks.of(self.func, f, callback_suffix)
+        if self.fixed_grid:
+            grid = make_grid(self.taus, self.options, self.direction, self._constructor_args)
+            return integrate_fixed_grid(f, y0_flat, self.taus, grid, co, self.options, callbacks,
+                                        step=step)
+        options = self.options
+        if first_step is not None:
+            options = replace(options, first_step=first_step)
+        return integrate_adaptive(f, y0_flat, self.taus, co, options, self.error_scale(norm),
+                                  callbacks, step=step)
+
+    def _constructor_args(self) -> tuple:
+        return (self.func, self.y0, self.t)
+
+
+def make_problem(func, y0, t, *, method, rtol, atol, options) -> Problem:
+    """Validate the arguments of a solve (every check names the argument at fault)."""
+    check_func(func)
+    layout = StateLayout(y0)
+    direction = check_times(t)
+    rtol_flat = layout.flat_tolerance("rtol", rtol)
+    atol_flat = layout.flat_tolerance("atol", atol)
+    tableau = get_tableau(method)
+    fixed = uses_fixed_grid(tableau.adaptive, options)
+    opts = parse_options(options, fixed_grid=fixed, method=tableau.name)
+    taus = [direction * float(v) for v in t.detach().tolist()]
+    return Problem(func, y0, t, layout, direction, taus, tableau, opts, rtol_flat, atol_flat)
