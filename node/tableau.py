@@ -134,6 +134,8 @@ class ButcherTableau:
         if self.dense is not None:
             if len(self.dense) != s:
                 problems.append(f"dense must have {s} rows, got {len(self.dense)}")
+            elif len(self.b) != s:
+                pass  # reported above; theta = 1 cannot be checked against a malformed b
             else:
                 at_one = [sum(row) for row in self.dense]
                 if any(abs(x - y) > 1e-10 for x, y in zip(at_one, self.b, strict=True)):
