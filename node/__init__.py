@@ -6,6 +6,7 @@
 
 from node.adjoint import odeint_adjoint
 from node.errors import SolverError, Status
+from node.events import odeint_event
 from node.methods import available_methods, get_tableau, register_method
 from node.odeint import odeint
 from node.options import AdaptiveOptions, FixedGridOptions
@@ -24,6 +25,7 @@ __all__ = [
     "get_tableau",
     "odeint",
     "odeint_adjoint",
+    "odeint_event",
     "register_method",
     "solve",
 ]

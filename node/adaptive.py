@@ -38,8 +38,13 @@ def integrate_adaptive(
     errors: ErrorScale,
     callbacks=None,
     step=rk_step,
+    observer=None,
 ) -> Integration:
-    """Integrate from ``taus[0]`` through every later output time (solver time, increasing)."""
+    """Integrate from ``taus[0]`` through every later output time (solver time, increasing).
+
+    ``observer(tau0, y0, tau1, y1, K, h)``, if given, is called after every accepted step and
+    ends the solve successfully by returning True (event location uses this).
+    """
     stats = Stats()
     direction = f.direction
     polys = dense_polynomials(co.tableau)
@@ -113,6 +118,9 @@ def integrate_adaptive(
                     result.tau, result.h = tau1, min(max(h_next, min_step), max_step)
                     return result
                 next_out = taus[i]
+            if observer is not None and observer(tau, y, tau1, y1, K, h):
+                result.tau, result.h = tau1, h_eff
+                return result
             tau, y, y_abs = tau1, y1, y1_abs
             if on_jump:
                 k0 = f(tau, y, 1)  # f is discontinuous here: take the value from after the jump

@@ -69,11 +69,17 @@ class Problem:
         norm: FlatNorm | None = None,
         first_step: float | None = None,
         callback_suffix: str = "",
+        observer=None,
     ) -> Integration:
         """Run the solver loop for this problem's mode from ``y0_flat``."""
         co = self.coefficients()
         callbacks = StepCallbacks.of(self.func, f, callback_suffix)
         if self.fixed_grid:
+            if observer is not None:
+                raise ValueError(
+                    f"event handling needs adaptive steps; method {self.tableau.name!r} runs on "
+                    "a fixed grid here (use an adaptive method such as 'dopri5')"
+                )
             grid = make_grid(self.taus, self.options, self.direction, self._constructor_args)
             return integrate_fixed_grid(f, y0_flat, self.taus, grid, co, self.options, callbacks,
                                         step=step)
@@ -81,7 +87,7 @@ class Problem:
         if first_step is not None:
             options = replace(options, first_step=first_step)
         return integrate_adaptive(f, y0_flat, self.taus, co, options, self.error_scale(norm),
-                                  callbacks, step=step)
+                                  callbacks, step=step, observer=observer)
 
     def _constructor_args(self) -> tuple:
         return (self.func, self.y0, self.t)
