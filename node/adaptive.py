@@ -125,7 +125,7 @@ def integrate_adaptive(
             if on_jump:
                 k0 = f(tau, y, 1)  # f is discontinuous here: take the value from after the jump
             else:
-                k0 = K[-1] if co.fsal else f(tau, y)
+                k0 = K[-1] if co.reuse_last else f(tau, y)
             if landed:
                 stop_index += 1
         else:

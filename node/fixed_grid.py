@@ -94,7 +94,7 @@ def integrate_fixed_grid(
             result.status, result.tau, result.h = Status.NON_FINITE, tau0, h_tau
             result.cause = "the state became non-finite (NaN or inf) during a fixed step"
             return result
-        k1 = K[-1] if co.fsal and not perturb else None
+        k1 = K[-1] if co.reuse_last and not perturb else None
         while i < n_out and taus[i] <= tau1:
             if taus[i] == tau1:
                 outputs.append(y1)

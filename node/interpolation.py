@@ -6,7 +6,8 @@ Every adaptive method interpolates with polynomial weights ``b_i(theta)``:
 
 either its own continuous extension (``ButcherTableau.dense``: dopri5's 4th-order one, tsit5's,
 dopri8's) or, for methods without one, cubic Hermite interpolation through ``y0, y1, f0, f1``.
-For an FSAL tableau ``f0 = k_0`` and ``f1 = k_{S-1}``, and ``y1 - y0 = h sum_i b_i k_i``, so Hermite
+For an FSAL tableau ``f0 = k_0`` and ``f1 = k_{S-1}`` (approximately so for a reused last
+stage), and ``y1 - y0 = h sum_i b_i k_i``, so Hermite
 interpolation is also of this form, with
 
     b_i(theta) = h01(theta) b_i + h10(theta) [i = 0] + h11(theta) [i = S-1],
@@ -33,7 +34,7 @@ def dense_polynomials(tableau: ButcherTableau) -> Polynomials:
     """Rows of polynomial coefficients (powers theta**1, theta**2, ...) of each ``b_i(theta)``."""
     if tableau.dense is not None:
         return tableau.dense
-    if not tableau.fsal:
+    if not tableau.reuses_last_stage:
         raise ValueError(
             f"method {tableau.name!r} has neither dense-output coefficients nor FSAL form, so it "
             "cannot interpolate between steps; append the stage f(t0 + h, y1) to its tableau"

@@ -29,7 +29,8 @@ class RKCoefficients:
         self.tableau = tableau
         self.stages = tableau.stages
         self.c = tableau.c
-        self.fsal = tableau.fsal
+        self.fsal = tableau.fsal  # y1 is the last stage's input
+        self.reuse_last = tableau.reuses_last_stage  # k_{S-1} is the next step's k_0
         self.order = tableau.order
         self.a = [None] + [tensor(row) for row in tableau.a[1:]]
         self.b = tensor(tableau.b)

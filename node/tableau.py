@@ -11,10 +11,15 @@ and, where a continuous extension is known, interpolates inside the step with
     y(t0 + theta h) = y0 + h * sum_i b_i(theta) k_i,     b_i(theta) = sum_p dense[i][p] theta^(p+1).
 
 A tableau is *FSAL* (first same as last) when its last stage is evaluated at ``(t0 + h, y1)``:
-then ``k_{S-1}`` of one step is ``k_0`` of the next and costs nothing. Every adaptive method here is
-written in FSAL form (for methods that are not FSAL by construction, such as Prince and Dormand's
+then ``k_{S-1}`` of one step is ``k_0`` of the next and costs nothing. Adaptive methods are written
+in FSAL form (for methods that are not FSAL by construction, such as Prince and Dormand's
 RK8(7)13M, the derivative at the end point is appended as an extra stage whose ``b`` weight is 0),
 which makes ``f(t1, y1)`` available to dense output, to the next step and to event location.
+
+Two low-order pairs (``adaptive_heun``, ``fehlberg2``) instead *reuse* a last stage that sits at
+``t0 + h`` but at a lower-order approximation of ``y1`` (``reuse_last_stage=True``), as
+torchdiffeq does: the reused derivative is off by ``O(h^p)``, which changes the next step by
+``O(h^(p+1))`` and so keeps the order ``p`` while saving one evaluation per step.
 
 This module holds only the data type and derived quantities; the coefficients of each method
 live in ``node/methods/<name>.py`` with their provenance.
@@ -47,6 +52,8 @@ class ButcherTableau:
         b: weights of the propagated solution, length ``S``.
         b_error: error weights ``e_i = b_i - b_hat_i`` of the embedded pair, length ``S``; ``None``
             for fixed-step methods.
+        reuse_last_stage: reuse ``k_{S-1}`` as the next step's ``k_0`` although the last stage is
+            not exactly at ``(t0 + h, y1)`` (see the module docstring); implied by FSAL form.
         dense: optional continuous extension, ``S`` rows of polynomial coefficients in ``theta``
             (lowest power first, starting at ``theta**1``). ``None`` means cubic Hermite
             interpolation from ``y0, y1, f(t0, y0), f(t1, y1)``.
@@ -61,6 +68,7 @@ class ButcherTableau:
     b_error: tuple[float, ...] | None = None
     dense: tuple[tuple[float, ...], ...] | None = None
     source: str = ""
+    reuse_last_stage: bool = False
     fsal: bool = field(init=False)
 
     def __init__(
@@ -73,6 +81,7 @@ class ButcherTableau:
         b_error: Sequence[Number] | None = None,
         dense: Sequence[Sequence[Number]] | None = None,
         source: str = "",
+        reuse_last_stage: bool = False,
     ) -> None:
         set_ = object.__setattr__
         set_(self, "name", name)
@@ -83,6 +92,7 @@ class ButcherTableau:
         set_(self, "b_error", None if b_error is None else _floats(b_error))
         set_(self, "dense", None if dense is None else tuple(_floats(row) for row in dense))
         set_(self, "source", source)
+        set_(self, "reuse_last_stage", bool(reuse_last_stage))
         self._validate()
         last = self.a[-1] if self.stages > 1 else ()
         fsal = (
@@ -92,6 +102,11 @@ class ButcherTableau:
             and all(abs(x - y) < 1e-15 for x, y in zip(last, self.b[:-1], strict=True))
         )
         set_(self, "fsal", fsal)
+        if self.reuse_last_stage and (self.stages < 2 or self.c[-1] != 1.0):
+            raise ValueError(
+                f"invalid Butcher tableau {self.name!r}: reuse_last_stage needs a last stage at "
+                f"c = 1, got c[-1] = {self.c[-1]}"
+            )
 
     @property
     def stages(self) -> int:
@@ -102,9 +117,14 @@ class ButcherTableau:
         return self.b_error is not None
 
     @property
+    def reuses_last_stage(self) -> bool:
+        """Whether the last stage becomes the next step's first (FSAL or declared reuse)."""
+        return self.fsal or self.reuse_last_stage
+
+    @property
     def evaluations_per_step(self) -> int:
-        """Function evaluations per step once the first step is made (FSAL saves one)."""
-        return self.stages - 1 if self.fsal else self.stages
+        """Function evaluations per step once the first step is made (reuse saves one)."""
+        return self.stages - 1 if self.reuses_last_stage else self.stages
 
     def _validate(self) -> None:
         s = len(self.c)

@@ -38,8 +38,8 @@ EVALUATIONS_PER_STEP = {
     "heun2": 2,
     "heun3": 3,
     "rk4": 4,
-    "adaptive_heun": 2,
-    "fehlberg2": 3,
+    "adaptive_heun": 1,
+    "fehlberg2": 2,
     "bosh3": 3,
     "dopri5": 6,
     "tsit5": 6,
@@ -170,9 +170,13 @@ def test_structure(name):
     assert tab.adaptive == (name in ADAPTIVE)
     assert tab.evaluations_per_step == EVALUATIONS_PER_STEP[name]
     if name in ADAPTIVE:
-        assert tab.fsal
-        assert tab.c[-1] == 1.0 and tab.b[-1] == 0.0
-        assert tab.a[-1] == tab.b[:-1]
+        assert tab.reuses_last_stage and tab.c[-1] == 1.0
+        if name in ("adaptive_heun", "fehlberg2"):
+            # torchdiffeq's pseudo-FSAL pairs: the reused stage is not at y1.
+            assert tab.reuse_last_stage and not tab.fsal
+        else:
+            assert tab.fsal and tab.b[-1] == 0.0
+            assert tab.a[-1] == tab.b[:-1]
     else:
         assert tab.b_error is None
         assert tab.dense is None
@@ -389,3 +393,9 @@ def test_invalid_tableaus_raise(overrides, message):
 def test_wrong_length_b_with_dense_is_reported():
     with pytest.raises(ValueError, match="invalid Butcher tableau"):
         _heun(b=(0.5, 0.5))
+
+
+def test_reuse_last_stage_needs_a_last_stage_at_the_end_time():
+    with pytest.raises(ValueError, match="reuse_last_stage"):
+        ButcherTableau(name="bad", order=2, c=(0, 0.5), a=((), (0.5,)), b=(0, 1),
+                       b_error=(-1, 1), reuse_last_stage=True)
