@@ -35,7 +35,7 @@ import torch
 
 from node.errors import SolverError, Status
 from node.inputs import check_func
-from node.interpolation import dense_polynomials, dense_weights
+from node.interpolation import dense_polynomials
 from node.problem import Problem, make_problem
 
 _EVENT_STEP_BUDGET = 100_000  # default max_num_steps: a solve whose event never comes must end
@@ -70,8 +70,17 @@ def odeint_event(
         raise ValueError(f"t0 must be a scalar time, got shape {tuple(t0.shape)}")
     t0 = t0.reshape(())
     t = torch.stack([t0, t0 + (-1.0 if reverse_time else 1.0)])
+    from node.odeint import odeint
+
     if odeint_interface is odeint_adjoint:
         kwargs.setdefault("gradient", "adjoint")
+    elif odeint_interface not in (None, odeint):
+        raise ValueError(
+            "odeint_interface must be node.odeint or node.odeint_adjoint (or None), got "
+            f"{getattr(odeint_interface, '__module__', '?')}."
+            f"{getattr(odeint_interface, '__name__', odeint_interface)!r}; for a checkpointed "
+            "solve pass gradient='checkpoint'"
+        )
     return solve_until_event(func, y0, t, event_fn=event_fn, per_sample=per_sample, **kwargs)
 
 
@@ -100,9 +109,14 @@ def solve_until_event(
         got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
         raise ValueError(f"with event_fn, t must be a 1-D tensor of 2 times (only t[0] is used), "
                          f"got {got}")
+    user_options = options
     options = dict(options or {})
     options.setdefault("max_num_steps", _EVENT_STEP_BUDGET)
     problem = make_problem(func, y0, t, method=method, rtol=rtol, atol=atol, options=options)
+    if problem.fixed_grid:
+        raise ValueError(f"event handling needs adaptive steps; method {problem.tableau.name!r} "
+                         "runs on a fixed grid here (use an adaptive method such as 'dopri5', "
+                         "without step_size or grid_constructor)")
     if per_sample:
         if problem.layout.is_tuple or len(problem.layout.shapes[0]) == 0:
             raise ValueError("per_sample=True needs y0 to be a tensor whose first dimension is "
@@ -110,11 +124,15 @@ def solve_until_event(
     locator = EventLocator(problem, event_fn, per_sample)
     with torch.no_grad():
         locator.run()
+    if not torch.is_grad_enabled():
+        return _without_gradients(problem, locator, t.dtype, per_sample)
     # Differentiable states at the event times, in the requested gradient mode.
     times = set(locator.times)
     order = sorted(times, key=lambda v: problem.direction * v)
     t_out = torch.cat([t[:1], torch.tensor(order, dtype=t.dtype, device=t.device)])
-    sol = solve(func, y0, t_out, method=method, rtol=rtol, atol=atol, options=options,
+    # The user's options: the step budget above only guards the search (same steps here), and
+    # the adjoint treats "options given" specially (adjoint_method vs adjoint_options).
+    sol = solve(func, y0, t_out, method=method, rtol=rtol, atol=atol, options=user_options,
                 gradient=gradient, **adjoint_kwargs)
     ys = sol.ys
     index = {v: i + 1 for i, v in enumerate(order)}
@@ -132,6 +150,20 @@ def solve_until_event(
     return event_t, torch.stack([problem.y0, y_event])
 
 
+def _without_gradients(problem: Problem, locator, t_dtype, per_sample: bool):
+    """Under ``torch.no_grad()`` the located states are the answer: no second solve."""
+    layout = problem.layout
+    times = torch.tensor(locator.times, dtype=t_dtype, device=layout.device)
+    if per_sample:
+        y_event = locator.states.view(layout.shapes[0])
+        return times, torch.stack([problem.y0, y_event])
+    y_event = layout.unflatten(locator.states.view(-1))
+    if layout.is_tuple:
+        return times[0], tuple(torch.stack([a, b]) for a, b in zip(problem.y0, y_event,
+                                                                      strict=True))
+    return times[0], torch.stack([problem.y0, y_event])
+
+
 class EventLocator:
     """Runs the solve without gradients and locates each sample's first event."""
 
@@ -145,6 +177,8 @@ class EventLocator:
         self.times: list[float] = [math.nan] * self.batch  # user time of each sample's event
         self.components: list[int] = [0] * self.batch
         self.done = torch.zeros(self.batch, dtype=torch.bool)
+        # Each sample's state at its event (no gradients), rows of the flat state.
+        self.states = problem.layout.flatten(problem.y0).detach().clone().view(self.batch, -1)
 
     def values(self, t_user, y_flat: torch.Tensor) -> torch.Tensor:
         """Event values as ``[batch, k]`` at user time(s) ``t_user`` (float or ``[batch]``)."""
@@ -153,7 +187,7 @@ class EventLocator:
         if self.per_sample:
             t = torch.as_tensor(t_user, dtype=dtype, device=layout.device).expand(self.batch)
             g = self.event_fn(t, layout.unflatten(y_flat))
-            if not isinstance(g, torch.Tensor) or g.shape[0] != self.batch:
+            if not isinstance(g, torch.Tensor) or g.dim() == 0 or g.shape[0] != self.batch:
                 raise ValueError(
                     f"with per_sample=True, event_fn must return a tensor whose first dimension "
                     f"is the batch ({self.batch}), got "
@@ -187,12 +221,18 @@ class EventLocator:
         if not bool(crossed.any()):
             return False
         thetas = self._roots(g0, g1, crossed, tau0, y0, K, h)
-        for b in crossed.any(dim=1).nonzero().flatten().tolist():
+        fired = crossed.any(dim=1).nonzero().flatten().tolist()
+        theta_event = torch.ones(self.batch, dtype=torch.float64)
+        for b in fired:
             ks = crossed[b].nonzero().flatten().tolist()
             k = min(ks, key=lambda kk: thetas[b][kk])
+            theta_event[b] = thetas[b][k]
             self.times[b] = direction * (tau0 + thetas[b][k] * (tau1 - tau0))
             self.components[b] = k
             self.done[b] = True
+        states = self._state_at(theta_event, y0, K, h).view(self.batch, -1)
+        rows = torch.tensor(fired, device=states.device)
+        self.states[rows] = states[rows]
         return bool(self.done.all())
 
     def _roots(self, g0, g1, crossed, tau0, y0, K, h):
@@ -202,13 +242,15 @@ class EventLocator:
         tol = 4 * torch.finfo(torch.float64).eps * max(1.0, abs(tau0) + h_tau)
         thetas = [[1.0] * g0.shape[1] for _ in range(self.batch)]
         for k in crossed.any(dim=0).nonzero().flatten().tolist():
+            active = crossed[:, k].cpu()  # only these samples decide when to stop
             lo = torch.zeros(self.batch, dtype=torch.float64)
             hi = torch.ones(self.batch, dtype=torch.float64)
             g_lo = g0[:, k].double().cpu()
             g_hi = g1[:, k].double().cpu()
             side = torch.zeros(self.batch, dtype=torch.int8)
+            lo = torch.where(g_hi == 0, hi, lo)  # exactly zero at the step's end: the root is there
             for _ in range(_ROOT_ITERATIONS):
-                if float((hi - lo).max()) * h_tau <= tol:
+                if float(torch.where(active, hi - lo, 0.0).max()) * h_tau <= tol:
                     break
                 denom = g_hi - g_lo
                 theta = torch.where(denom != 0, (lo * g_hi - hi * g_lo) / denom, (lo + hi) / 2)
@@ -230,14 +272,17 @@ class EventLocator:
                 thetas[b][k] = float(hi[b])
         return thetas
 
+    def _state_at(self, theta, y0, K, h) -> torch.Tensor:
+        """The flat state with each sample at its own fraction ``theta[b]`` of the step."""
+        coeffs = torch.tensor(self.polys, dtype=torch.float64)  # [S, P]: powers 1..P of theta
+        powers = theta.unsqueeze(1) ** torch.arange(1, coeffs.shape[1] + 1, dtype=torch.float64)
+        weights = (coeffs @ powers.T).to(dtype=K.dtype, device=K.device)  # [S, batch]
+        w = weights.repeat_interleave(y0.shape[0] // self.batch, dim=1)  # [S, N]
+        return y0 + h * (K * w).sum(dim=0)
+
     def _at(self, k, theta, tau0, y0, K, h, direction) -> torch.Tensor:
         """Event component ``k`` of each sample at its own fraction ``theta[b]`` of the step."""
-        weights = torch.tensor(dense_weights(self.polys, theta.tolist()), dtype=K.dtype,
-                               device=K.device)  # [S, batch]
-        n = y0.shape[0]
-        per = n // self.batch
-        w = weights.repeat_interleave(per, dim=1)  # [S, N]
-        y = y0 + h * (K * w).sum(dim=0)
+        y = self._state_at(theta, y0, K, h)
         t_user = direction * (tau0 + theta * abs(h))
         t_arg = t_user.to(K.device) if self.per_sample else float(t_user[0])
         return self.values(t_arg, y)[:, k].double().cpu()
