@@ -1,8 +1,9 @@
 """The one explicit Runge-Kutta step that every method runs.
 
-Design: the stage derivatives of a step live in one ``[S, N]`` tensor ``K`` (rows written as the
-stages are evaluated), so that each stage input ``y0 + h * sum_j a_ij k_j`` and the solution are a
-single fused matrix-vector product (``addmv``) instead of ``i`` separate multiply-adds. On small
+Design: the stage derivatives of a step live in one zero-initialised ``[S, N]`` tensor ``K`` (rows
+written as the stages are evaluated), so that each stage input ``y0 + h * sum_j a_ij k_j`` and the
+solution are a single fused matrix-vector product (``addmv``) with the full ``K^T`` and the row of
+``a`` padded with zeros, instead of ``i`` separate multiply-adds (or a slice per stage). On small
 problems, where per-operation overhead dominates, this is most of the solver's speed. Writing rows
 of ``K`` in place is safe under autograd (each write is recorded), and double backward works.
 """
@@ -32,7 +33,10 @@ class RKCoefficients:
         self.fsal = tableau.fsal  # y1 is the last stage's input
         self.reuse_last = tableau.reuses_last_stage  # k_{S-1} is the next step's k_0
         self.order = tableau.order
-        self.a = [None] + [tensor(row) for row in tableau.a[1:]]
+        stages = tableau.stages
+        # Rows of a padded to S entries: K^T @ a_i then needs no slicing of K.
+        self.a = [None] + [tensor(row + (0.0,) * (stages - i)) for i, row in
+                           enumerate(tableau.a) if i > 0]
         self.b = tensor(tableau.b)
         self.b_error = None if tableau.b_error is None else tensor(tableau.b_error)
 
@@ -62,13 +66,14 @@ def rk_step(
     Returns ``(y1, K)`` where ``K[i]`` is the derivative of stage ``i``.
     """
     stages = co.stages
-    K = y0.new_empty((stages, y0.shape[0]))
+    K = y0.new_zeros((stages, y0.shape[0]))
+    Kt = K.T
     K[0] = k0
     c = co.c
     a = co.a
     yi = y0
     for i in range(1, stages):
-        yi = torch.addmv(y0, K[:i].T, a[i], alpha=h)
+        yi = torch.addmv(y0, Kt, a[i], alpha=h)
         ci = c[i]
         if ci == 1.0:
             K[i] = f(tau1, yi, -1) if perturb_end else f(tau1, yi)

@@ -139,7 +139,7 @@ class FlatVectorField:
 
     def time(self, tau: float) -> torch.Tensor:
         """The user's time for solver time ``tau``, as a 0-d tensor."""
-        return torch.full((), self.direction * tau, dtype=self.time_dtype, device=self.device)
+        return torch.scalar_tensor(self.direction * tau, dtype=self.time_dtype, device=self.device)
 
     def __call__(self, tau: float, y: torch.Tensor, perturb: int = 0) -> torch.Tensor:
         t = self.time(tau)

@@ -33,13 +33,23 @@ class ErrorScale:
         self.atol = atol
         self.norm = norm
         self.homogeneous = homogeneous
-        self._tensor_tol = isinstance(rtol, torch.Tensor) or isinstance(atol, torch.Tensor)
+        self._tensor_rtol = isinstance(rtol, torch.Tensor)
+        self._atol_tensors: dict = {}
+
+    def _atol(self, like: torch.Tensor) -> torch.Tensor:
+        """``atol`` as a tensor on ``like``'s dtype and device (cached), for one fused op."""
+        key = (like.dtype, like.device)
+        atol = self._atol_tensors.get(key)
+        if atol is None:
+            atol = torch.as_tensor(self.atol, dtype=like.dtype, device=like.device)
+            self._atol_tensors[key] = atol
+        return atol
 
     def scale(self, magnitude: torch.Tensor) -> torch.Tensor:
-        """``atol + rtol * magnitude``, overwriting ``magnitude`` when possible."""
-        if self._tensor_tol:
-            return torch.add(self.atol, magnitude * self.rtol)
-        return magnitude.mul_(self.rtol).add_(self.atol)
+        """``atol + rtol * magnitude`` in one tensor operation."""
+        if self._tensor_rtol:
+            return torch.addcmul(self._atol(magnitude), magnitude, self.rtol)
+        return torch.add(self._atol(magnitude), magnitude, alpha=self.rtol)
 
     def ratio(
         self,
