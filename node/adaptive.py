@@ -87,7 +87,7 @@ def integrate_adaptive(
             tau1, on_jump = stops[stop_index]
             landed = True
         h_eff = tau1 - tau
-        if h_eff <= 0.0 or tau1 == tau:
+        if not h_tau > 10.0 * math.ulp(tau) or not h_eff > 0.0:
             return _fail(result, Status.STEP_TOO_SMALL, tau, h_tau,
                          f"step size {h_tau:.3g} underflows at t={direction * tau:.10g}")
         h = direction * h_eff
@@ -141,7 +141,7 @@ def integrate_adaptive(
                              f"error test failed (error ratio {ratio:.3g}) at the minimum step "
                              f"min_step={min_step:.3g}")
         h_tau = min(max(controller.next_step(h_eff, ratio, accepted), min_step), max_step)
-        if not math.isfinite(ratio) and tau + h_tau == tau:
+        if not math.isfinite(ratio) and not h_tau > 10.0 * math.ulp(tau):
             return _fail(result, Status.NON_FINITE, tau, h_tau,
                          "the step keeps producing non-finite values (overflow or NaN in func) "
                          "even as the step size underflows")

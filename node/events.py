@@ -183,7 +183,7 @@ class EventLocator:
     def values(self, t_user, y_flat: torch.Tensor) -> torch.Tensor:
         """Event values as ``[batch, k]`` at user time(s) ``t_user`` (float or ``[batch]``)."""
         layout = self.problem.layout
-        dtype = self.problem.options.dtype
+        dtype = self.problem.options.dtype or layout.dtype
         if self.per_sample:
             t = torch.as_tensor(t_user, dtype=dtype, device=layout.device).expand(self.batch)
             g = self.event_fn(t, layout.unflatten(y_flat))

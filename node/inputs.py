@@ -20,6 +20,8 @@ def check_times(t, name: str = "t", min_len: int = 1) -> float:
         raise ValueError(f"{name} must be 1-D, got shape {tuple(t.shape)}")
     if t.numel() < min_len:
         raise ValueError(f"{name} must have at least {min_len} time(s), got {t.numel()}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must hold finite times, got {t.detach().tolist()}")
     if t.numel() < 2:
         return 1.0
     diffs = t[1:] - t[:-1]

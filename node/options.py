@@ -15,6 +15,7 @@ A method runs in one of two modes:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -44,11 +45,15 @@ class AdaptiveOptions:
         jump_t: times of discontinuities of ``func``: stepped onto, and ``func`` is re-evaluated
             just after them instead of reusing the derivative from before.
         norm: norm of the scaled error, called with a tensor (or tuple) shaped like the state.
-        dtype: dtype of the time tensors passed to ``func`` (float32 works on Apple MPS).
+        dtype: dtype of the time tensors passed to ``func``; ``None`` (default) means the
+            state's dtype, which is what torchdiffeq's stages pass (so ``torch.cat([y, t...])``
+            works). The solver itself keeps time in float64 Python floats whatever this is, so
+            float32 (Apple MPS) loses no step-size precision.
         controller: ``"integral"`` (default) or ``"pid"``.
         pcoeff, icoeff, dcoeff: gains of the PID controller (Soederlind, 2003); the defaults
             0.3/0.3/0 are one of the pairs listed in diffrax's ``PIDController`` documentation.
-            With ``pcoeff=dcoeff=0, icoeff=1`` it reduces to the integral controller.
+            With ``pcoeff=dcoeff=0, icoeff=1`` it uses the integral controller's exponent, but
+            unlike it lets an accepted step shrink the next one.
     """
 
     first_step: float | None = None
@@ -61,7 +66,7 @@ class AdaptiveOptions:
     step_t: tuple[float, ...] = ()
     jump_t: tuple[float, ...] = ()
     norm: Callable[[Any], torch.Tensor] | None = None
-    dtype: torch.dtype = torch.float64
+    dtype: torch.dtype | None = None
     controller: str = "integral"
     pcoeff: float = 0.3
     icoeff: float = 0.3
@@ -80,7 +85,7 @@ class FixedGridOptions:
             floating-point number), so that discontinuities on grid points are seen from the
             correct side.
         interp: ``"linear"`` or ``"cubic"`` (Hermite) interpolation between grid points.
-        dtype: dtype of the time tensors passed to ``func``.
+        dtype: dtype of the time tensors passed to ``func`` (``None``: the state's dtype).
         max_num_steps: budget of steps for the whole solve.
     """
 
@@ -88,10 +93,11 @@ class FixedGridOptions:
     grid_constructor: Callable | None = None
     perturb: bool = False
     interp: str = "linear"
-    dtype: torch.dtype = torch.float64
+    dtype: torch.dtype | None = None
     max_num_steps: int = 2**31 - 1
 
 
+@functools.cache
 def _field_names(cls) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
 
@@ -100,6 +106,10 @@ def uses_fixed_grid(adaptive_method: bool, options: Mapping[str, Any] | None) ->
     """Whether a method runs on a fixed grid with these options."""
     if not adaptive_method:
         return True
+    if isinstance(options, AdaptiveOptions | FixedGridOptions):
+        return isinstance(options, FixedGridOptions)
+    if not isinstance(options, Mapping):
+        return False  # parse_options raises the TypeError
     options = options or {}
     return options.get("step_size") is not None or options.get("grid_constructor") is not None
 
@@ -146,7 +156,7 @@ def parse_options(
     if options is None:
         options = {}
     if isinstance(options, AdaptiveOptions | FixedGridOptions):
-        options = {f.name: getattr(options, f.name) for f in fields(options)}
+        options = {name: getattr(options, name) for name in _field_names(type(options))}
     if not isinstance(options, Mapping):
         raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
     cls = FixedGridOptions if fixed_grid else AdaptiveOptions

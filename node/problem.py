@@ -100,6 +100,11 @@ def make_problem(func, y0, t, *, method, rtol, atol, options) -> Problem:
     direction = check_times(t)
     rtol_flat = layout.flat_tolerance("rtol", rtol)
     atol_flat = layout.flat_tolerance("atol", atol)
+    both_zero = torch.as_tensor(rtol_flat) == 0
+    both_zero = both_zero & (torch.as_tensor(atol_flat) == 0)
+    if bool(both_zero.any()):
+        raise ValueError("rtol and atol must not both be 0 (for any element): the error test "
+                         f"would divide by zero; got rtol={rtol!r}, atol={atol!r}")
     tableau = get_tableau(method)
     fixed = uses_fixed_grid(tableau.adaptive, options)
     opts = parse_options(options, fixed_grid=fixed, method=tableau.name)

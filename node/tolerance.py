@@ -11,11 +11,12 @@ discretised solution for the steps that were taken, as in diffrax).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 
-from node.norms import FlatNorm
+from node.norms import FlatNorm, rms_norm
 
 
 class ErrorScale:
@@ -34,6 +35,8 @@ class ErrorScale:
         self.norm = norm
         self.homogeneous = homogeneous
         self._tensor_rtol = isinstance(rtol, torch.Tensor)
+        # RMS is applied as a 2-norm, with the 1/sqrt(n) folded into the Python float.
+        self._rms = norm is rms_norm
         self._atol_tensors: dict = {}
 
     def _atol(self, like: torch.Tensor) -> torch.Tensor:
@@ -64,6 +67,8 @@ class ErrorScale:
             err = torch.mv(K.T, b_error)
             y1_abs = y1.abs()
             err.div_(self.scale(torch.maximum(y0_abs, y1_abs)))
+            if self._rms and err.numel():
+                return torch.linalg.vector_norm(err).item() * h_abs / math.sqrt(err.numel()), y1_abs
             if self.homogeneous:
                 return self.norm(err).item() * h_abs, y1_abs
             return self.norm(err.mul_(h_abs)).item(), y1_abs
@@ -85,9 +90,12 @@ class ErrorScale:
             scale = self.scale(y0.abs())
             d0 = self.norm(y0 / scale).item()
             d1 = self.norm(f0 / scale).item()
-            h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+            finite = math.isfinite(d0) and math.isfinite(d1)
+            h0 = 1e-6 if not finite or d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
             f1 = f(tau0 + h0, y0 + (direction * h0) * f0)
             d2 = self.norm((f1 - f0) / scale).item() / h0
+        if not (finite and math.isfinite(d2)):
+            return h0
         if d1 <= 1e-15 and d2 <= 1e-15:
             h1 = max(1e-6, h0 * 1e-3)
         else:
