@@ -18,7 +18,7 @@ from node.controllers import make_controller
 from node.errors import Status
 from node.interpolation import dense_polynomials, interpolate
 from node.options import AdaptiveOptions
-from node.runge_kutta import RKCoefficients, rk_step
+from node.runge_kutta import RKCoefficients, keeper, rk_step
 from node.solution import Integration, Stats
 from node.state import FlatVectorField
 from node.tolerance import ErrorScale
@@ -52,6 +52,7 @@ def integrate_adaptive(
     b_error = co.b_error
     min_step, max_step, max_num_steps = options.min_step, options.max_step, options.max_num_steps
     n_out = len(taus)
+    keep = keeper(step)
 
     tau = taus[0]
     y = y0
@@ -112,7 +113,7 @@ def integrate_adaptive(
                 if thetas:
                     outputs.extend(interpolate(y, K, h, polys, thetas).T.unbind(0))
                 if exact_end:
-                    outputs.append(y1)
+                    outputs.append(keep(y1))
                 if i == n_out:
                     h_next = controller.next_step(h_eff, ratio, True)
                     result.tau, result.h = tau1, min(max(h_next, min_step), max_step)

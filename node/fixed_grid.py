@@ -16,7 +16,7 @@ import torch
 from node.errors import Status
 from node.interpolation import hermite
 from node.options import FixedGridOptions
-from node.runge_kutta import RKCoefficients, rk_step
+from node.runge_kutta import RKCoefficients, keeper, rk_step
 from node.solution import Integration, Stats
 from node.state import FlatVectorField
 
@@ -69,6 +69,7 @@ def integrate_fixed_grid(
     perturb = options.perturb
     cubic = options.interp == "cubic"
     n_out = len(taus)
+    keep = keeper(step)
     y = y0
     outputs = [y0]
     result = Integration(outputs, stats, tau=taus[0])
@@ -96,10 +97,13 @@ def integrate_fixed_grid(
             result.status, result.tau, result.h = Status.NON_FINITE, tau0, h_tau
             result.cause = "the state became non-finite (NaN or inf) during a fixed step"
             return result
-        k1 = K[-1] if co.reuse_last and not perturb else None
+        k1 = None
+        if co.reuse_last and not perturb:
+            # Cubic interpolation needs it after the next step has rewritten K.
+            k1 = keep(K[-1]) if cubic else K[-1]
         while i < n_out and taus[i] <= tau1:
             if taus[i] == tau1:
-                outputs.append(y1)
+                outputs.append(keep(y1))
             else:
                 theta = (taus[i] - tau0) / h_tau
                 if cubic:

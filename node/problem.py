@@ -14,7 +14,7 @@ from node.inputs import check_func, check_times
 from node.methods import get_tableau
 from node.norms import FlatNorm, mixed_rms_norm, rms_norm
 from node.options import AdaptiveOptions, FixedGridOptions, parse_options, uses_fixed_grid
-from node.runge_kutta import RKCoefficients, coefficients, rk_step
+from node.runge_kutta import BufferedRKStep, RKCoefficients, coefficients, rk_step
 from node.solution import Integration
 from node.state import FlatVectorField, StateLayout
 from node.tableau import ButcherTableau
@@ -74,6 +74,8 @@ class Problem:
         """Run the solver loop for this problem's mode from ``y0_flat``."""
         co = self.coefficients()
         callbacks = StepCallbacks.of(self.func, f, callback_suffix)
+        if step is rk_step and not torch.is_grad_enabled() and not self.layout.is_tuple:
+            step = BufferedRKStep(f, y0_flat, co)
         if self.fixed_grid:
             if observer is not None:
                 raise ValueError(

@@ -82,3 +82,66 @@ def rk_step(
     if co.fsal:
         return yi, K
     return torch.addmv(y0, K.T, co.b, alpha=h), K
+
+
+def keeper(step):
+    """How a loop keeps a state its step returned: as is, or a copy if the step reuses buffers."""
+    if getattr(step, "reuses_buffers", False):
+        return torch.clone
+    return _identity
+
+
+def _identity(y):
+    return y
+
+
+class BufferedRKStep:
+    """:func:`rk_step` for solves without autograd, reusing its buffers from step to step.
+
+    With no graph to keep, the stage matrix, the stage inputs and the end state are written in
+    place: ``addmv(..., out=...)`` into preallocated buffers, ``func`` called on views already in
+    the state's shape, and its output copied straight into a row of ``K`` of that shape. That
+    removes an allocation per step and a view and a reshape per stage. The end state alternates
+    between two buffers so that the state a step starts from is never overwritten; a caller that
+    keeps a returned ``y1`` (or ``K``) beyond the next step must copy it (``reuses_buffers``).
+    Used for tensor states when gradients are disabled (inference, the adjoint's forward pass,
+    event location).
+    """
+
+    reuses_buffers = True
+
+    def __init__(self, f, y0: torch.Tensor, co: RKCoefficients) -> None:
+        stages, n = co.stages, y0.shape[0]
+        shape = f.layout.shapes[0]
+        self.K = y0.new_zeros((stages, n))
+        self.Kt = self.K.T
+        self.rows_shaped = [self.K[i].view(shape) for i in range(stages)]
+        self.stage = y0.new_empty(n)
+        self.stage_shaped = self.stage.view(shape)
+        self.ends = (y0.new_empty(n), y0.new_empty(n))
+        self.ends_shaped = tuple(e.view(shape) for e in self.ends)
+        self._k0 = None
+
+    def __call__(self, f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end=False):
+        K, Kt, rows, a, c = self.K, self.Kt, self.rows_shaped, co.a, co.c
+        # A retried step gets the same k0 object, which may be a view of K's last row that the
+        # rejected attempt has since overwritten; K[0] still holds its value then.
+        if k0 is not self._k0:
+            K[0].copy_(k0)
+            self._k0 = k0
+        end = 1 if y0 is self.ends[0] else 0
+        last = co.stages - 1
+        for i in range(1, co.stages):
+            if i == last and co.fsal:
+                buf, shaped = self.ends[end], self.ends_shaped[end]
+            else:
+                buf, shaped = self.stage, self.stage_shaped
+            torch.addmv(y0, Kt, a[i], alpha=h, out=buf)
+            ci = c[i]
+            if ci == 1.0:
+                rows[i].copy_(f.shaped(tau1, shaped, -1 if perturb_end else 0))
+            else:
+                rows[i].copy_(f.shaped(tau0 + ci * h_tau, shaped))
+        if co.fsal:
+            return self.ends[end], K
+        return torch.addmv(y0, Kt, co.b, alpha=h, out=self.ends[end]), K

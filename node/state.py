@@ -142,13 +142,24 @@ class FlatVectorField:
         """The user's time for solver time ``tau``, as a 0-d tensor."""
         return torch.scalar_tensor(self.direction * tau, dtype=self.time_dtype, device=self.device)
 
-    def __call__(self, tau: float, y: torch.Tensor, perturb: int = 0) -> torch.Tensor:
+    def _time(self, tau: float, perturb: int) -> torch.Tensor:
         t = self.time(tau)
         if perturb:
             # The next representable time after (perturb=+1) or before (-1) t in solve direction.
             toward = math.inf if perturb * self.direction > 0 else -math.inf
             t = torch.nextafter(t, torch.full_like(t, toward))
-        return self.at(t, y)
+        return t
+
+    def __call__(self, tau: float, y: torch.Tensor, perturb: int = 0) -> torch.Tensor:
+        return self.at(self._time(tau, perturb), y)
+
+    def shaped(self, tau: float, y, perturb: int = 0):
+        """``func`` on a state already in the user's structure; returns ``func``'s output as is.
+
+        For the buffered step, after :meth:`__call__` has checked ``func``'s output once.
+        """
+        self.nfe += 1
+        return self.func(self._time(tau, perturb), y)
 
     def at(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``func`` at the user's time tensor ``t`` (which may carry gradients)."""
