@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # user's own torch build; 2.13.0 is the release this project is tested with.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test lint bench clean
+.PHONY: install train test lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Train the default model (latent ODE on spirals, CPU, ~3 min); extra overrides via ARGS,
+# e.g. make train ARGS="solver=rk4 solver.step_size=0.05"
+train: $(STAMP)
+	OMP_NUM_THREADS=2 $(PY) train.py $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -58,3 +58,4 @@ class SuiteResult:
     notes: list[str] = field(default_factory=list)
     setup: list[str] = field(default_factory=list)  # problem and library descriptions
     versions: dict[str, str] = field(default_factory=dict)
+    issue: int | None = None  # the issue that states the targets (run_all fills in a default)

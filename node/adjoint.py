@@ -158,6 +158,7 @@ class AdjointSolver:
         self.backward_problem = replace(
             problem,
             func=AugmentedDynamics(problem.func, problem.layout, params),
+            callback_owner=problem.func,  # torchdiffeq's callback_*_adjoint live on func
             y0=None,
             layout=aug_layout,
             direction=-problem.direction,

@@ -33,6 +33,7 @@ class Problem:
     options: AdaptiveOptions | FixedGridOptions
     rtol: object
     atol: object
+    callback_owner: object = None  # whose step callbacks to call (default: func)
 
     @property
     def fixed_grid(self) -> bool:
@@ -73,7 +74,8 @@ class Problem:
     ) -> Integration:
         """Run the solver loop for this problem's mode from ``y0_flat``."""
         co = self.coefficients()
-        callbacks = StepCallbacks.of(self.func, f, callback_suffix)
+        owner = self.func if self.callback_owner is None else self.callback_owner
+        callbacks = StepCallbacks.of(owner, f, callback_suffix)
         if step is rk_step and not torch.is_grad_enabled() and not self.layout.is_tuple:
             step = BufferedRKStep(f, y0_flat, co)
         if self.fixed_grid:

@@ -244,3 +244,24 @@ def test_torchdiffeq_adjoint_agrees():
     )
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
+
+
+def test_adjoint_step_callbacks_are_called_on_func():
+    class Recorder(MLPField):
+        def __init__(self) -> None:
+            super().__init__()
+            self.forward_steps = 0
+            self.backward_steps = 0
+
+        def callback_accept_step(self, t0, y0, dt):
+            self.forward_steps += 1
+
+        def callback_accept_step_adjoint(self, t0, y0, dt):
+            self.backward_steps += 1
+
+    func = Recorder()
+    y0 = torch.randn(3, 2)
+    sol = node.solve(func, y0, torch.tensor([0.0, 1.0]), gradient="adjoint")
+    sol.ys.sum().backward()
+    assert func.forward_steps == sol.stats["n_accepted"]
+    assert 0 < func.backward_steps <= sol.stats["n_steps_backward"]

@@ -1,0 +1,1 @@
+"""The training framework behind ``train.py`` and ``plot.py`` (Lightning + Hydra)."""

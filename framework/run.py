@@ -1,0 +1,240 @@
+"""The training pipeline behind ``train.py``: build everything from the config, fit, test, plot,
+and report where the results went.
+
+Steps of :func:`train`:
+
+1. seed every generator (``seed``), build the data module, the model (its solver from the
+   ``solver`` group, its data shapes from the data module), the callbacks, loggers and trainer,
+   all with ``hydra.utils.instantiate``;
+2. fit (resuming from ``ckpt_path`` if given); a ``node.SolverError`` stops the run with a
+   :class:`~framework.failure.TrainingSolverFailure` naming epoch, batch and diagnosis;
+3. test on the best checkpoint (the current weights if no checkpoint was written; with
+   ``train=false``, the checkpoint ``ckpt_path``);
+4. write the model's plots and ``metrics.json`` (final metrics, evaluation counts, wall time,
+   paths) into the run's output folder, and log where checkpoints, metrics and plots are.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+import node
+from framework.failure import SolverFailureMonitor, TrainingSolverFailure
+from framework.instantiate import instantiate_callbacks, instantiate_loggers
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+
+
+def _float_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for name, value in metrics.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def _task_overrides() -> list[str]:
+    if HydraConfig.initialized():
+        return list(HydraConfig.get().overrides.task)
+    return []
+
+
+def _evaluation_metrics(model: Any) -> dict[str, float]:
+    totals = getattr(model, "totals", None)
+    if not totals:
+        return {}
+    steps = max(totals["train_steps"], 1)
+    return {
+        "train_steps": float(totals["train_steps"]),
+        "nfe_forward_per_step": totals["nfe_forward"] / steps,
+        "nfe_backward_per_step": totals["nfe_backward"] / steps,
+        "steps_forward_per_step": totals["steps_forward"] / steps,
+        "steps_backward_per_step": totals["steps_backward"] / steps,
+        "nfe_total": float(totals["nfe_forward"] + totals["nfe_backward"]),
+    }
+
+
+def _check_resume_path(ckpt_path: str | None) -> str | None:
+    if ckpt_path is None:
+        return None
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(
+            f"ckpt_path must name an existing checkpoint to resume from, got '{ckpt_path}'"
+        )
+    return str(ckpt_path)
+
+
+def _log_config(trainer: L.Trainer, cfg: DictConfig) -> None:
+    if not trainer.loggers:
+        return
+    params = {
+        key: OmegaConf.to_container(cfg[key], resolve=True)
+        for key in ("datamodule", "solver", "trainer")
+        if key in cfg
+    }
+    params["seed"] = cfg.get("seed")
+    params["ckpt_path"] = cfg.get("ckpt_path")
+    for logger in trainer.loggers:
+        logger.log_hyperparams(params)
+
+
+def _metrics_locations(trainer: L.Trainer) -> list[str]:
+    places = []
+    for logger in trainer.loggers:
+        if isinstance(logger, CSVLogger):
+            places.append(str(Path(logger.log_dir) / "metrics.csv"))
+        elif isinstance(logger, TensorBoardLogger):
+            places.append(f"{logger.log_dir} (TensorBoard)")
+    return places
+
+
+def _single_console_logging() -> None:
+    """``import lightning`` attaches its own console handler to the ``lightning`` logger, which
+    also propagates to the root logger that Hydra configures: every message would print twice.
+    Under Hydra (root handlers present) keep only the root's handlers."""
+    if logging.getLogger().hasHandlers():
+        lightning_logger = logging.getLogger("lightning")
+        for handler in list(lightning_logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                lightning_logger.removeHandler(handler)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run the pipeline of the module docstring; returns the content of ``metrics.json``.
+
+    ``cfg.num_threads`` (if set) is torch's intra-op thread count during the run; the previous
+    count is restored afterwards.
+    """
+    previous_threads = torch.get_num_threads()
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
+    try:
+        return _train(cfg)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
+    start = time.perf_counter()
+    _single_console_logging()
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    log.info(f"Instantiating datamodule <{cfg.datamodule._target_}>")
+    datamodule = hydra.utils.instantiate(cfg.datamodule, _convert_="all")
+    log.info(f"Instantiating model <{cfg.model._target_}> with solver {dict(cfg.solver)}")
+    model = hydra.utils.instantiate(
+        cfg.model,
+        solver=OmegaConf.to_container(cfg.solver, resolve=True),
+        **datamodule.model_dims(),
+        _convert_="all",
+    )
+    monitor = SolverFailureMonitor()
+    callbacks = [*instantiate_callbacks(cfg.get("callbacks")), monitor]
+    loggers = instantiate_loggers(cfg.get("logger"))
+    log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False
+    )
+    _log_config(trainer, cfg)
+
+    def solver_failure(err: node.SolverError) -> TrainingSolverFailure:
+        # the newest state on disk: this run's last.ckpt, else the checkpoint it resumed from
+        ckpt = trainer.checkpoint_callback
+        last = getattr(ckpt, "last_model_path", "") or cfg.get("ckpt_path") or ""
+        last = last or getattr(ckpt, "best_model_path", "")
+        return TrainingSolverFailure(monitor.describe(err, last or None))
+
+    if cfg.get("train", True):
+        log.info("Starting training")
+        try:
+            resume = _check_resume_path(cfg.get("ckpt_path"))
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+        except node.SolverError as err:
+            raise solver_failure(err) from err
+    fit_time = time.perf_counter() - start
+    metrics = _float_metrics(trainer.callback_metrics)
+
+    # read before testing: trainer.test(ckpt_path=best) restores the callback's state as it was
+    # when the best checkpoint was written
+    ckpt_cb = trainer.checkpoint_callback
+    best = getattr(ckpt_cb, "best_model_path", "") or ""
+    last = getattr(ckpt_cb, "last_model_path", "") or ""
+    if cfg.get("test", True):
+        # evaluate the best checkpoint of this fit; with train=false, the one given as ckpt_path
+        tested = best or (
+            None if cfg.get("train", True) else _check_resume_path(cfg.get("ckpt_path"))
+        )
+        log.info(f"Testing {'checkpoint ' + tested if tested else 'current weights'}")
+        try:
+            trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=True)
+        except node.SolverError as err:
+            raise solver_failure(err) from err
+        metrics.update(_float_metrics(trainer.callback_metrics))
+
+    plots: list[str] = []
+    plot_cfg = cfg.get("plots") or {}
+    if plot_cfg.get("enabled", True) and hasattr(model, "write_plots"):
+        split, n = plot_cfg.get("split", "test"), plot_cfg.get("n_examples", 4)
+        batch = datamodule.example_batch(split, n)
+        plots = [str(p) for p in model.write_plots(batch, output_dir / "plots")]
+
+    metrics.update(_evaluation_metrics(model))
+    metrics["fit_time_s"] = fit_time
+    metrics["wall_time_s"] = time.perf_counter() - start
+    metrics["epochs"] = float(trainer.current_epoch)
+    metrics["global_step"] = float(trainer.global_step)
+    metrics = dict(sorted(metrics.items()))
+    result = {
+        "status": "ok",
+        "overrides": _task_overrides(),
+        "metrics": metrics,
+        "paths": {
+            "output_dir": str(output_dir),
+            "best_checkpoint": best,
+            "last_checkpoint": last,
+            "metrics": _metrics_locations(trainer),
+            "plots": plots,
+        },
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / METRICS_FILE).write_text(json.dumps(result, indent=2))
+    report(result)
+    return result
+
+
+def report(result: dict[str, Any]) -> None:
+    """Log where the run's outputs are."""
+    paths, metrics = result["paths"], result["metrics"]
+    lines = [f"Run finished in {metrics['wall_time_s']:.1f} s. Outputs in {paths['output_dir']}"]
+    if paths["best_checkpoint"] or paths["last_checkpoint"]:
+        lines.append(f"  best checkpoint: {paths['best_checkpoint'] or '-'}")
+        lines.append(f"  last checkpoint: {paths['last_checkpoint'] or '-'}")
+    else:
+        lines.append("  checkpoints: none written (checkpointing disabled or fast_dev_run)")
+    for place in paths["metrics"]:
+        lines.append(f"  metrics log: {place}")
+    lines.append(f"  final metrics: {Path(paths['output_dir']) / METRICS_FILE}")
+    for plot in paths["plots"]:
+        lines.append(f"  plot: {plot}")
+    shown = [k for k in ("test/extrap_rmse", "test/interp_mse", "test/elbo") if k in metrics]
+    shown += [k for k in ("nfe_forward_per_step", "nfe_backward_per_step") if k in metrics]
+    if shown:
+        lines.append("  " + ", ".join(f"{k}={metrics[k]:.4g}" for k in shown))
+    log.info("\n".join(lines))

@@ -1,0 +1,103 @@
+"""Base LightningModule of the ODE models: evaluation accounting and self-describing checkpoints.
+
+Accounting, per training step (the quantities of the ODE-Net paper's figures):
+
+* ``nfe/forward``, ``steps/forward``: function evaluations and solver steps of the forward pass
+  (every :class:`~models.components.ODESolver` inside the model, summed);
+* ``nfe/backward``, ``steps/backward``: the same during ``loss.backward()`` (zero with
+  ``gradient=direct``; the adjoint solve with ``adjoint``; the recomputation with ``checkpoint``).
+
+:attr:`ODEModule.totals` keeps running sums over the run (for the run summary).
+
+Checkpoints record the import paths of the model and data module classes under
+``checkpoint["node_framework"]``, so :func:`framework.checkpoint.load_model` rebuilds both from
+the file alone (their constructor arguments are saved by ``save_hyperparameters``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from models.components.counting import EvaluationCounts
+from models.components.ode_solver import ODESolver
+
+CHECKPOINT_KEY = "node_framework"
+
+
+def class_path(obj: Any) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class ODEModule(L.LightningModule):
+    """Subclasses implement :meth:`training_loss` (and their own validation/test steps)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._backward_mark: EvaluationCounts | None = None
+        self.totals = {
+            "train_steps": 0,
+            "nfe_forward": 0,
+            "nfe_backward": 0,
+            "steps_forward": 0,
+            "steps_backward": 0,
+        }
+
+    def ode_solvers(self) -> list[ODESolver]:
+        return [m for m in self.modules() if isinstance(m, ODESolver)]
+
+    def evaluation_counts(self) -> EvaluationCounts:
+        """Counters of all solvers of the model, summed (see :mod:`models.components.counting`)."""
+        total = EvaluationCounts()
+        for solver in self.ode_solvers():
+            total = total + solver.counts()
+        return total
+
+    def training_loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss to minimise and extra metrics to log under ``train/``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement training_loss(batch)")
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        before = self.evaluation_counts()
+        loss, metrics = self.training_loss(batch)
+        used = self.evaluation_counts() - before
+        self.totals["train_steps"] += 1
+        self.totals["nfe_forward"] += used.nfe
+        self.totals["steps_forward"] += used.steps
+        batch_size = self._batch_size(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        for name, value in metrics.items():
+            self.log(f"train/{name}", value, batch_size=batch_size)
+        self.log("nfe/forward", float(used.nfe), prog_bar=True, batch_size=batch_size)
+        self.log("steps/forward", float(used.steps), batch_size=batch_size)
+        return loss
+
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        self._backward_mark = self.evaluation_counts()
+
+    def on_after_backward(self) -> None:
+        if self._backward_mark is None:
+            return
+        used = self.evaluation_counts() - self._backward_mark
+        self._backward_mark = None
+        self.totals["nfe_backward"] += used.nfe
+        self.totals["steps_backward"] += used.steps
+        self.log("nfe/backward", float(used.nfe), prog_bar=True)
+        self.log("steps/backward", float(used.steps))
+
+    @staticmethod
+    def _batch_size(batch: Any) -> int | None:
+        if isinstance(batch, dict) and "values" in batch:
+            return int(batch["values"].shape[0])
+        return None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        info = {"model_class": class_path(self)}
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if datamodule is not None:
+            info["datamodule_class"] = class_path(datamodule)
+        checkpoint[CHECKPOINT_KEY] = info

@@ -1,0 +1,110 @@
+r"""Encoders of the latent ODE: from observed values to :math:`q(z_0 \mid x)`.
+
+Both read the observations backwards in time, from the last observation time to ``t_obs[0]``,
+so that their final hidden state summarises the whole series at the time where :math:`z_0` lives.
+Input at time :math:`t_i` is ``[x_i * m_i, m_i]`` (values and mask); a series with nothing
+observed at :math:`t_i` keeps its hidden state there. Both return ``(mu, logvar)``, each ``[B, L]``.
+
+* :class:`RecognitionRNN` (Chen et al., 2018): an Elman RNN
+  :math:`h \leftarrow \tanh(W[x_i, m_i, \Delta_i, h] + b)`, where :math:`\Delta_i` is the time
+  from :math:`t_i` to the series' previously read (later) observation, so irregular gaps are seen.
+* :class:`ODERNN` (Rubanova et al., 2019): between observation times the hidden state follows
+  its own ODE :math:`dh/dt = g(h)` (solved backwards with the model's :class:`ODESolver`); at an
+  observation a GRU cell updates it: :math:`h \leftarrow \mathrm{GRU}([x_i, m_i], h)`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.components.mlp import MLP, AutonomousField
+from models.components.ode_solver import ODESolver
+
+ENCODERS = ("rnn", "odernn")
+
+
+def _check_inputs(t: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> None:
+    if values.dim() != 3 or mask.shape != values.shape:
+        raise ValueError(
+            "encoder expects values and mask of the same shape [B, T, D], got "
+            f"{tuple(values.shape)} and {tuple(mask.shape)}"
+        )
+    if t.dim() != 1 or t.shape[0] != values.shape[1]:
+        raise ValueError(
+            f"encoder expects t of shape [T] = [{values.shape[1]}], got {tuple(t.shape)}"
+        )
+
+
+class RecognitionRNN(nn.Module):
+    """Backward Elman RNN encoder (module docstring)."""
+
+    def __init__(self, obs_dim: int, latent_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.cell = nn.RNNCell(2 * obs_dim + 1, hidden_dim, nonlinearity="tanh")
+        self.out = nn.Linear(hidden_dim, 2 * latent_dim)
+
+    def forward(
+        self, t: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_inputs(t, values, mask)
+        batch = values.shape[0]
+        h = values.new_zeros(batch, self.hidden_dim)
+        t = t.to(values.dtype)
+        t_prev = t[-1].expand(batch)
+        for i in range(values.shape[1] - 1, -1, -1):
+            observed = mask[:, i].amax(dim=-1) > 0
+            gap = (t_prev - t[i]).unsqueeze(-1)
+            h_new = self.cell(torch.cat([values[:, i], mask[:, i], gap], dim=-1), h)
+            h = torch.where(observed.unsqueeze(-1), h_new, h)
+            t_prev = torch.where(observed, t[i], t_prev)
+        mu, logvar = self.out(h).chunk(2, dim=-1)
+        return mu, logvar
+
+
+class ODERNN(nn.Module):
+    """Backward ODE-RNN encoder (module docstring).
+
+    The hidden ODE is solved only between times at which some series of the batch has an
+    observation (in between, nothing would change the hidden state but the flow itself).
+    """
+
+    def __init__(self, obs_dim: int, latent_dim: int, hidden_dim: int, solver: ODESolver) -> None:
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.solver = solver
+        self.dynamics = AutonomousField(MLP(hidden_dim, hidden_dim, hidden_dim, 1, "tanh"))
+        self.cell = nn.GRUCell(2 * obs_dim, hidden_dim)
+        self.out = nn.Linear(hidden_dim, 2 * latent_dim)
+
+    def forward(
+        self, t: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_inputs(t, values, mask)
+        batch = values.shape[0]
+        h = values.new_zeros(batch, self.hidden_dim)
+        observed = mask.amax(dim=-1) > 0
+        times = torch.nonzero(observed.any(dim=0)).flatten().tolist()
+        t_h = None
+        for i in reversed(times):
+            if t_h is not None:
+                h = self.solver(self.dynamics, h, torch.stack([t[t_h], t[i]]))[-1]
+            h_new = self.cell(torch.cat([values[:, i], mask[:, i]], dim=-1), h)
+            h = torch.where(observed[:, i].unsqueeze(-1), h_new, h)
+            t_h = i
+        if t_h is not None and t_h != 0:
+            h = self.solver(self.dynamics, h, torch.stack([t[t_h], t[0]]))[-1]
+        mu, logvar = self.out(h).chunk(2, dim=-1)
+        return mu, logvar
+
+
+def build_encoder(
+    kind: str, obs_dim: int, latent_dim: int, hidden_dim: int, solver: ODESolver
+) -> nn.Module:
+    """``"rnn"`` -> :class:`RecognitionRNN`, ``"odernn"`` -> :class:`ODERNN`."""
+    if kind == "rnn":
+        return RecognitionRNN(obs_dim, latent_dim, hidden_dim)
+    if kind == "odernn":
+        return ODERNN(obs_dim, latent_dim, hidden_dim, solver)
+    raise ValueError(f"encoder must be one of {list(ENCODERS)}, got {kind!r}")

@@ -1,0 +1,48 @@
+"""Multilayer perceptrons and the autonomous vector field built from one."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.Softplus}
+
+
+class MLP(nn.Sequential):
+    """``in_dim -> hidden_dim (x n_hidden_layers, with activation) -> out_dim``."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        out_dim: int,
+        n_hidden_layers: int = 1,
+        activation: str = "tanh",
+    ) -> None:
+        for name, value in (("in_dim", in_dim), ("hidden_dim", hidden_dim), ("out_dim", out_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"MLP {name} must be an integer >= 1, got {value!r}")
+        if isinstance(n_hidden_layers, bool) or not isinstance(n_hidden_layers, int):
+            raise ValueError(f"MLP n_hidden_layers must be an integer, got {n_hidden_layers!r}")
+        if n_hidden_layers < 1:
+            raise ValueError(f"MLP n_hidden_layers must be >= 1, got {n_hidden_layers!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"MLP activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}"
+            )
+        layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim), ACTIVATIONS[activation]()]
+        for _ in range(n_hidden_layers - 1):
+            layers += [nn.Linear(hidden_dim, hidden_dim), ACTIVATIONS[activation]()]
+        layers.append(nn.Linear(hidden_dim, out_dim))
+        super().__init__(*layers)
+
+
+class AutonomousField(nn.Module):
+    """The time-invariant vector field ``f(t, y) = net(y)``, in the solver's calling convention."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.net(y)

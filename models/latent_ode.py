@@ -1,0 +1,238 @@
+r"""The latent ODE of Chen et al. (2018) and Rubanova et al. (2019) as a LightningModule.
+
+Generative model: :math:`z_0 \sim \mathcal N(0, I)`, :math:`z_t` solves
+:math:`dz/dt = f_\theta(z)` (an MLP), and :math:`x_{t_i} \sim \mathcal N(\mathrm{dec}(z_{t_i}),
+s^2 I)` with an MLP decoder and a fixed observation noise :math:`s` (``obs_std``). Inference:
+an encoder (``rnn``: recognition RNN; ``odernn``: ODE-RNN; see
+:mod:`models.components.encoders`) gives :math:`q(z_0 \mid x)`. Training maximises the ELBO
+(or the IWAE bound) of :mod:`models.components.objectives`; the loss is the negative bound per
+series, averaged over the batch.
+
+Evaluation (validation and test) decodes the posterior mean :math:`\mu` over the observation
+window and the extrapolation window and logs
+
+* ``interp_mse``: mean squared error against the noiseless series at every window time,
+  observed or not (interpolation);
+* ``extrap_rmse``: root mean squared error against the noiseless series at the extrapolation
+  times (the metric of Chen et al.'s Table 2);
+* ``elbo`` (per series, :math:`\beta = 1`), ``kl``, ``loss`` and ``nfe`` (forward evaluations
+  per batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchmetrics import MeanSquaredError
+
+from models.base import ODEModule
+from models.components.encoders import ENCODERS, build_encoder
+from models.components.mlp import MLP, AutonomousField
+from models.components.objectives import (
+    OBJECTIVES,
+    gaussian_log_likelihood,
+    kl_standard_normal,
+    kl_weight,
+    variational_bound,
+)
+from models.components.ode_solver import ODESolver
+from models.latent_ode_plots import plot_latents, plot_prior_samples, plot_reconstructions
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"model.{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_positive(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"model.{name} must be a number > 0, got {value!r}")
+    return float(value)
+
+
+class LatentODEModule(ODEModule):
+    """Latent ODE (module docstring).
+
+    Args:
+        obs_dim: dimension of an observation (given by the data module).
+        latent_dim: dimension of :math:`z` (4 in Chen et al.).
+        encoder: ``"rnn"`` or ``"odernn"``.
+        encoder_hidden: hidden units of the encoder (25 in Chen et al.).
+        dynamics_hidden, dynamics_layers: width and depth of the latent dynamics MLP (ELU).
+        decoder_hidden: hidden units of the decoder MLP (ReLU, one hidden layer).
+        obs_std: standard deviation :math:`s` of the observation model.
+        objective: ``"elbo"`` or ``"iwae"``.
+        n_samples: posterior samples per series in training (``K``).
+        kl_anneal_steps: training steps over which the KL weight rises from 0 to 1 (0: off).
+        lr, weight_decay: Adam's settings.
+        solver: the solver config (see :class:`~models.components.ODESolver`); the ODE-RNN
+            encoder uses the same solver.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        latent_dim: int = 4,
+        encoder: str = "rnn",
+        encoder_hidden: int = 25,
+        dynamics_hidden: int = 20,
+        dynamics_layers: int = 2,
+        decoder_hidden: int = 20,
+        obs_std: float = 0.3,
+        objective: str = "elbo",
+        n_samples: int = 1,
+        kl_anneal_steps: int = 0,
+        lr: float = 1e-2,
+        weight_decay: float = 0.0,
+        solver: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        _check_int("obs_dim", obs_dim, 1)
+        _check_int("latent_dim", latent_dim, 1)
+        if encoder not in ENCODERS:
+            raise ValueError(f"model.encoder must be one of {list(ENCODERS)}, got {encoder!r}")
+        if objective not in OBJECTIVES:
+            raise ValueError(
+                f"model.objective must be one of {list(OBJECTIVES)}, got {objective!r}"
+            )
+        self.n_samples = _check_int("n_samples", n_samples, 1)
+        self.kl_anneal_steps = _check_int("kl_anneal_steps", kl_anneal_steps, 0)
+        self.obs_std = _check_positive("obs_std", obs_std)
+        self.lr = _check_positive("lr", lr)
+        if not isinstance(weight_decay, int | float) or weight_decay < 0:
+            raise ValueError(f"model.weight_decay must be a number >= 0, got {weight_decay!r}")
+        self.objective = objective
+        self.latent_dim = latent_dim
+
+        self.solver = ODESolver.from_config(solver)
+        self.encoder = build_encoder(encoder, obs_dim, latent_dim, encoder_hidden, self.solver)
+        self.dynamics = AutonomousField(
+            MLP(latent_dim, dynamics_hidden, latent_dim, dynamics_layers, "elu")
+        )
+        self.decoder = MLP(latent_dim, decoder_hidden, obs_dim, 1, "relu")
+        self.metrics = torch.nn.ModuleDict(
+            {
+                f"{stage}_{name}": MeanSquaredError(squared=name == "interp_mse")
+                for stage in ("val", "test")
+                for name in ("interp_mse", "extrap_rmse")
+            }
+        )
+
+    # ----------------------------------------------------------------------------- model pieces
+    def latent_path(self, z0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Solve the latent ODE from ``z0`` (``[N, L]``) at ``t[0]``; returns ``[N, len(t), L]``."""
+        return self.solver(self.dynamics, z0, t).transpose(0, 1)
+
+    def encode(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(batch["t_obs"], batch["values"], batch["mask"])
+
+    def decode(self, z0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent paths and decoded means from ``z0`` of shape ``[..., L]``:
+        ``([..., T, L], [..., T, D])``."""
+        lead = z0.shape[:-1]
+        z = self.latent_path(z0.reshape(-1, self.latent_dim), t)
+        z = z.reshape(*lead, len(t), self.latent_dim)
+        return z, self.decoder(z)
+
+    def loss_terms(
+        self, batch: Mapping[str, torch.Tensor], beta: float
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Negative bound (mean over the batch) and the ELBO, KL and log-likelihood terms."""
+        mu, logvar = self.encode(batch)
+        std = (0.5 * logvar).exp()
+        z0 = mu + std * torch.randn((self.n_samples, *mu.shape), device=mu.device, dtype=mu.dtype)
+        _, x_mean = self.decode(z0, batch["t_obs"])
+        log_px = gaussian_log_likelihood(batch["values"], x_mean, self.obs_std, batch["mask"])
+        bound = variational_bound(self.objective, log_px, z0, mu, logvar, beta)
+        kl = kl_standard_normal(mu, logvar)
+        terms = {
+            "elbo": (log_px.mean(dim=0) - kl).mean(),
+            "kl": kl.mean(),
+            "log_px": log_px.mean(),
+        }
+        return -bound.mean(), terms
+
+    # --------------------------------------------------------------------------------- training
+    def training_loss(self, batch):
+        beta = kl_weight(self.global_step, self.kl_anneal_steps)
+        loss, terms = self.loss_terms(batch, beta)
+        terms["kl_weight"] = torch.tensor(beta)
+        return loss, terms
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(
+            self.parameters(), lr=self.lr, weight_decay=float(self.hparams.weight_decay)
+        )
+
+    # ------------------------------------------------------------------------------- evaluation
+    def predict(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Posterior-mean reconstruction and extrapolation.
+
+        Returns ``t`` (``[T + E]``, window then extrapolation times), ``z`` (``[B, T + E, L]``),
+        ``x`` (``[B, T + E, D]``), and ``mu``, ``logvar`` of :math:`q(z_0 \\mid x)`.
+        """
+        mu, logvar = self.encode(batch)
+        t = torch.cat([batch["t_obs"], batch["t_extrap"]])
+        z, x = self.decode(mu, t)
+        return {"t": t, "z": z, "x": x, "mu": mu, "logvar": logvar}
+
+    def sample_prior(
+        self, n: int, t: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``n`` draws of :math:`z_0 \\sim \\mathcal N(0, I)` decoded at ``t``."""
+        z0 = torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+        z, x = self.decode(z0, t)
+        return {"t": t, "z": z, "x": x}
+
+    def _evaluate(self, batch, stage: str) -> None:
+        before = self.evaluation_counts()
+        loss, terms = self.loss_terms(batch, beta=1.0)
+        pred = self.predict(batch)
+        used = self.evaluation_counts() - before
+        n_obs = batch["t_obs"].shape[0]
+        interp = self.metrics[f"{stage}_interp_mse"]
+        extrap = self.metrics[f"{stage}_extrap_rmse"]
+        interp(pred["x"][:, :n_obs].reshape(-1), batch["truth"].reshape(-1))
+        extrap(pred["x"][:, n_obs:].reshape(-1), batch["extrap"].reshape(-1))
+        size = self._batch_size(batch)
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=size)
+        for name, value in terms.items():
+            self.log(f"{stage}/{name}", value, batch_size=size)
+        self.log(f"{stage}/interp_mse", interp, batch_size=size)
+        self.log(f"{stage}/extrap_rmse", extrap, prog_bar=stage == "val", batch_size=size)
+        self.log(f"{stage}/nfe", float(used.nfe), batch_size=size)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    # ------------------------------------------------------------------------------------ plots
+    @torch.no_grad()
+    def write_plots(
+        self, batch: Mapping[str, torch.Tensor], out_dir: str | Path, seed: int = 0
+    ) -> list[Path]:
+        """Write ``reconstructions.png``, ``latents.png`` and ``prior_samples.png`` for
+        ``batch``; returns their paths."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        was_training = self.training
+        self.eval()
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        pred = {k: v.cpu() for k, v in self.predict(batch).items()}
+        generator = torch.Generator().manual_seed(seed)
+        prior = self.sample_prior(len(batch["values"]), pred["t"].to(self.device), generator)
+        prior = {k: v.cpu() for k, v in prior.items()}
+        cpu_batch = {k: v.cpu() for k, v in batch.items()}
+        self.train(was_training)
+        return [
+            plot_reconstructions(cpu_batch, pred, out / "reconstructions.png"),
+            plot_latents(cpu_batch, pred, out / "latents.png"),
+            plot_prior_samples(prior, out / "prior_samples.png"),
+        ]

@@ -1,0 +1,252 @@
+"""Model components: the solver wrapper, evaluation counting, objectives, encoders, latent ODE."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import node
+from models import LatentODEModule
+from models.components import MLP, AutonomousField, ODESolver
+from models.components.encoders import ODERNN, RecognitionRNN
+from models.components.objectives import (
+    gaussian_log_likelihood,
+    kl_standard_normal,
+    kl_weight,
+    log_normal,
+    variational_bound,
+)
+
+
+def linear_field(seed: int = 0) -> AutonomousField:
+    torch.manual_seed(seed)
+    return AutonomousField(MLP(3, 8, 3, 1, "tanh"))
+
+
+# ------------------------------------------------------------------------------------ ODESolver
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(method="rk5"), "solver.method must be one of"),
+        (dict(gradient="backprop"), "solver.gradient must be one of ['direct', 'adjoint', "),
+        (dict(rtol=-1e-3), "solver.rtol must be a finite number > 0, got -0.001"),
+        (dict(step_size=0.0), "solver.step_size must be a finite number > 0 or null, got 0.0"),
+        (dict(max_num_steps=0), "solver.max_num_steps must be an integer >= 1 or null, got 0"),
+        (dict(method="rk4", step_size=0.1, seminorm=True), "seminorm=true needs an adaptive"),
+        (dict(seminorm="yes"), "solver.seminorm must be true or false, got 'yes'"),
+    ],
+)
+def test_solver_rejects_bad_settings_naming_them(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        ODESolver(**kwargs)
+    assert message in str(info.value)
+
+
+def test_solver_from_config_names_unknown_keys():
+    with pytest.raises(ValueError, match=r"unknown solver config key\(s\) \['rtoll'\]"):
+        ODESolver.from_config({"method": "dopri5", "rtoll": 1e-3})
+
+
+@pytest.mark.parametrize("method", ["dopri5", "bosh3", "rk4"])
+def test_solver_counts_match_node_statistics(method):
+    func = linear_field()
+    y0 = torch.randn(5, 3)
+    t = torch.linspace(0, 2, 7)
+    step = 0.1 if method == "rk4" else None
+    solver = ODESolver(method=method, rtol=1e-5, atol=1e-6, step_size=step)
+    ys = solver(func, y0, t)
+    options = solver.options
+    reference = node.solve(func, y0, t, method=method, rtol=1e-5, atol=1e-6, options=options)
+    assert torch.allclose(ys, reference.ys)
+    counts = solver.counts()
+    assert counts.nfe == reference.stats["nfe"]
+    assert counts.steps == reference.stats["n_steps"]
+    assert counts.rejected == reference.stats["n_rejected"]
+
+
+def test_solver_step_budget_raises_solver_error():
+    solver = ODESolver(method="dopri5", rtol=1e-9, atol=1e-9, max_num_steps=2)
+    with pytest.raises(node.SolverError, match="max_num_steps"):
+        solver(linear_field(), torch.randn(4, 3), torch.linspace(0, 10, 5))
+
+
+@pytest.mark.parametrize("gradient", ["adjoint", "checkpoint"])
+@pytest.mark.parametrize("method", ["dopri5", "rk4"])
+def test_gradient_modes_agree_with_direct(gradient, method, require_gradient_mode):
+    require_gradient_mode(gradient)
+    t = torch.linspace(0, 1.5, 4)
+    y0 = torch.randn(6, 3)
+    step = 0.05 if method == "rk4" else None
+    grads = {}
+    for mode in ("direct", gradient):
+        func = linear_field(seed=1)
+        x0 = y0.clone().requires_grad_(True)
+        solver = ODESolver(method=method, rtol=1e-7, atol=1e-8, step_size=step, gradient=mode)
+        loss = solver(func, x0, t).square().sum()
+        forward = solver.counts()
+        loss.backward()
+        backward = solver.counts() - forward
+        grads[mode] = [x0.grad] + [p.grad for p in func.parameters()]
+        # evaluations in backward(): none for backprop, the recomputation or the adjoint solve
+        assert (backward.nfe > 0) == (mode != "direct")
+        # steps in backward(): only the adjoint runs a solver loop backwards
+        assert (backward.steps > 0) == (mode == "adjoint")
+    for a, b in zip(grads["direct"], grads[gradient], strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------- objectives
+def test_kl_matches_monte_carlo_and_vanishes_at_prior():
+    torch.manual_seed(0)
+    mu, logvar = torch.randn(3, 4), torch.randn(3, 4) * 0.5
+    z = mu + (0.5 * logvar).exp() * torch.randn(200_000, 3, 4)
+    mc = (log_normal(z, mu, logvar) - log_normal(z, torch.zeros(4), torch.zeros(4))).mean(0)
+    assert torch.allclose(kl_standard_normal(mu, logvar), mc, rtol=0.02, atol=0.02)
+    assert kl_standard_normal(torch.zeros(2, 4), torch.zeros(2, 4)).abs().max() == 0
+
+
+def test_gaussian_log_likelihood_counts_only_observed_values():
+    torch.manual_seed(0)
+    x, mean = torch.randn(2, 5, 3), torch.randn(2, 5, 3)
+    mask = (torch.rand(2, 5, 3) > 0.5).float()
+    expected = (torch.distributions.Normal(mean, 0.3).log_prob(x) * mask).sum(dim=(1, 2))
+    got = gaussian_log_likelihood(x, mean, 0.3, mask)
+    assert torch.allclose(got, expected, atol=1e-5)
+    changed = x + 100 * (1 - mask)
+    assert torch.allclose(gaussian_log_likelihood(changed, mean, 0.3, mask), got, atol=1e-4)
+
+
+def test_bounds():
+    torch.manual_seed(0)
+    mu, logvar = torch.randn(5, 2), torch.randn(5, 2)
+    z0 = mu + (0.5 * logvar).exp() * torch.randn(8, 5, 2)
+    log_px = torch.randn(8, 5) * 3
+    elbo = variational_bound("elbo", log_px, z0, mu, logvar)
+    assert torch.allclose(elbo, log_px.mean(0) - kl_standard_normal(mu, logvar))
+    log_w = log_px + log_normal(z0, 0 * mu, 0 * mu) - log_normal(z0, mu, logvar)
+    iwae = variational_bound("iwae", log_px, z0, mu, logvar)
+    assert torch.allclose(iwae, torch.logsumexp(log_w, 0) - math.log(8))
+    assert bool((iwae >= log_w.mean(0) - 1e-5).all())  # Jensen: tighter than the sampled ELBO
+    one = variational_bound("iwae", log_px[:1], z0[:1], mu, logvar)
+    assert torch.allclose(one, log_w[0])
+    with pytest.raises(ValueError, match="objective must be one of"):
+        variational_bound("vae", log_px, z0, mu, logvar)
+
+
+def test_kl_annealing_schedule():
+    assert kl_weight(0, 0) == 1.0 and kl_weight(50, 0) == 1.0
+    assert kl_weight(0, 100) == 0.0 and kl_weight(25, 100) == 0.25 and kl_weight(400, 100) == 1.0
+
+
+# ------------------------------------------------------------------------------------- encoders
+@pytest.mark.parametrize("kind", ["rnn", "odernn"])
+def test_encoders_ignore_unobserved_values(kind):
+    torch.manual_seed(0)
+    if kind == "rnn":
+        encoder = RecognitionRNN(obs_dim=2, latent_dim=3, hidden_dim=6)
+    else:
+        encoder = ODERNN(2, 3, 6, ODESolver(method="rk4", step_size=0.1))
+    t = torch.linspace(0, 1, 9)
+    values = torch.randn(4, 9, 2)
+    mask = (torch.rand(4, 9, 1) > 0.4).float().expand(4, 9, 2).clone()
+    mask[:, 0] = 1.0
+    mu, logvar = encoder(t, values * mask, mask)
+    assert mu.shape == logvar.shape == (4, 3)
+    mu2, _ = encoder(t, values * mask + 5.0 * (1 - mask), mask)
+    assert torch.allclose(mu, mu2, atol=1e-6)
+    mu3, _ = encoder(t, values * mask + 0.5 * mask, mask)
+    assert not torch.allclose(mu, mu3, atol=1e-3)
+
+
+def test_encoder_shape_errors():
+    encoder = RecognitionRNN(2, 3, 6)
+    with pytest.raises(ValueError, match=r"t of shape \[T\] = \[5\], got \(4,\)"):
+        encoder(torch.linspace(0, 1, 4), torch.zeros(2, 5, 2), torch.ones(2, 5, 2))
+
+
+# ------------------------------------------------------------------------------------ latent ODE
+def spiral_batch(batch=6, n_obs=7, n_extrap=4):
+    torch.manual_seed(0)
+    t = torch.linspace(0, 1, n_obs + n_extrap)
+    values = torch.randn(batch, n_obs, 2)
+    mask = torch.ones(batch, n_obs, 2)
+    return {
+        "t_obs": t[:n_obs],
+        "t_extrap": t[n_obs:],
+        "values": values,
+        "mask": mask,
+        "truth": values,
+        "extrap": torch.randn(batch, n_extrap, 2),
+    }
+
+
+@pytest.mark.parametrize("encoder", ["rnn", "odernn"])
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_latent_ode_loss_and_gradients_reach_every_part(encoder, objective):
+    model = LatentODEModule(
+        obs_dim=2,
+        encoder=encoder,
+        objective=objective,
+        n_samples=3,
+        encoder_hidden=6,
+        solver=dict(method="rk4", step_size=0.1),
+    )
+    loss, terms = model.training_loss(spiral_batch())
+    assert torch.isfinite(loss) and set(terms) >= {"elbo", "kl", "log_px", "kl_weight"}
+    loss.backward()
+    for name in ("encoder", "dynamics", "decoder"):
+        grads = [p.grad for p in getattr(model, name).parameters()]
+        assert all(g is not None and g.abs().sum() > 0 for g in grads), name
+    pred = model.predict(spiral_batch())
+    assert pred["x"].shape == (6, 11, 2) and pred["z"].shape == (6, 11, 4)
+
+
+def test_latent_ode_counts_forward_evaluations():
+    model = LatentODEModule(obs_dim=2, solver=dict(method="rk4", step_size=0.25))
+    model.training_loss(spiral_batch())
+    # rk4 on [0, 0.6] with step 0.25: 3 grid steps of 4 stages
+    assert model.evaluation_counts().nfe == 12 and model.evaluation_counts().steps == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(encoder="lstm"), "model.encoder must be one of ['rnn', 'odernn'], got 'lstm'"),
+        (dict(objective="vae"), "model.objective must be one of ['elbo', 'iwae'], got 'vae'"),
+        (dict(n_samples=0), "model.n_samples must be an integer >= 1, got 0"),
+        (dict(obs_std=0), "model.obs_std must be a number > 0, got 0"),
+        (dict(solver={"method": "rk23"}), "solver.method must be one of"),
+    ],
+)
+def test_latent_ode_bad_hyperparameters_name_them(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        LatentODEModule(obs_dim=2, **kwargs)
+    assert message in str(info.value)
+
+
+def test_mlp_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="MLP hidden_dim must be an integer >= 1, got 0"):
+        MLP(2, 0, 2)
+    with pytest.raises(ValueError, match="MLP activation must be one of"):
+        MLP(2, 3, 2, activation="gelu")
+    assert isinstance(AutonomousField(nn.Identity())(torch.zeros(()), torch.ones(2)), torch.Tensor)
+
+
+def test_adjoint_seminorm_gradients(require_gradient_mode):
+    require_gradient_mode("adjoint")
+    t = torch.linspace(0, 1.5, 4)
+    y0 = torch.randn(6, 3)
+    grads = []
+    for seminorm in (False, True):
+        func = linear_field(seed=2)
+        solver = ODESolver(rtol=1e-7, atol=1e-8, gradient="adjoint", seminorm=seminorm)
+        loss = solver(func, y0, t).square().sum()
+        before = solver.counts()
+        loss.backward()
+        assert (solver.counts() - before).steps > 0  # backward steps counted via callbacks
+        grads.append([p.grad for p in func.parameters()])
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,128 @@
+"""Hydra configuration: every group composes, every option builds, bad overrides fail clearly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+
+import node
+from models.components import ODESolver
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+GROUPS = [
+    "model",
+    "datamodule",
+    "solver",
+    "trainer",
+    "callbacks",
+    "logger",
+    "paths",
+    "hydra",
+    "experiment",
+    "debug",
+]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+def test_config_groups_exist():
+    for group in GROUPS:
+        assert options(group), f"configs/{group}/ has no options"
+    assert set(options("solver")) >= {
+        "dopri5",
+        "tsit5",
+        "bosh3",
+        "dopri8",
+        "rk4",
+        "euler",
+        "midpoint",
+        "adaptive_heun",
+    }
+
+
+@pytest.mark.parametrize(
+    "override", [f"{group}={option}" for group in GROUPS for option in options(group)]
+)
+def test_every_group_option_composes(override, compose_cfg, tmp_path):
+    cfg = compose_cfg([override], tmp_path)
+    for key in ("model", "datamodule", "solver", "trainer", "paths"):
+        assert key in cfg, f"{override}: '{key}' missing after composition"
+    assert cfg.paths.output_dir == str(tmp_path)
+    assert cfg.model._target_ and cfg.datamodule._target_ and cfg.trainer._target_
+
+
+@pytest.mark.parametrize("solver", options("solver"))
+def test_every_solver_config_builds_a_solver(solver, compose_cfg):
+    cfg = compose_cfg([f"solver={solver}"])
+    built = ODESolver.from_config(dict(cfg.solver))
+    assert built.method == cfg.solver.method == solver
+    # fixed-step methods come with a step size; adaptive ones with a step budget instead
+    adaptive = node.get_tableau(solver).adaptive
+    assert (cfg.solver.step_size is None) == adaptive
+    assert built.fixed_grid != adaptive
+    assert built.max_num_steps is not None
+
+
+@pytest.mark.parametrize("model", options("model"))
+@pytest.mark.parametrize("datamodule", options("datamodule"))
+def test_models_take_their_solver_from_the_solver_group(
+    model, datamodule, compose_cfg, require_gradient_mode
+):
+    require_gradient_mode("adjoint")
+    overrides = [
+        f"model={model}",
+        f"datamodule={datamodule}",
+        "solver=rk4",
+        "solver.step_size=0.05",
+        "solver.gradient=adjoint",
+    ]
+    cfg = compose_cfg(overrides)
+    from omegaconf import OmegaConf
+
+    built = hydra.utils.instantiate(
+        cfg.model, solver=OmegaConf.to_container(cfg.solver), obs_dim=2, _convert_="all"
+    )
+    solvers = built.ode_solvers()
+    assert solvers and all(s.method == "rk4" and s.step_size == 0.05 for s in solvers)
+    assert all(s.gradient == "adjoint" for s in solvers)
+
+
+def test_unknown_solver_name_lists_the_options(compose_cfg):
+    with pytest.raises(MissingConfigException) as info:
+        compose_cfg(["solver=rk45"])
+    message = str(info.value)
+    assert "Could not find 'solver/rk45'" in message
+    assert "dopri5" in message and "tsit5" in message
+
+
+def test_unknown_key_override_is_rejected(compose_cfg):
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_cfg(["solver.rtoll=1e-3"])
+    assert "solver.rtoll" in str(info.value)
+
+
+def test_bad_solver_value_names_the_setting(compose_cfg):
+    cfg = compose_cfg(["solver.gradient=backprop"])
+    with pytest.raises(ValueError, match="solver.gradient must be one of .* got 'backprop'"):
+        ODESolver.from_config(dict(cfg.solver))
+
+
+def test_command_line_reports_unknown_solver():
+    proc = subprocess.run(
+        [sys.executable, "train.py", "solver=rk45"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "Could not find 'solver/rk45'" in proc.stderr
+    assert "Available options in 'solver'" in proc.stderr

@@ -1,0 +1,41 @@
+"""Train a model: ``python train.py [group=option ...] [key=value ...]``.
+
+Examples::
+
+    python train.py                                   # latent ODE on spirals, dopri5, CPU
+    python train.py solver=rk4 solver.step_size=0.05 solver.gradient=adjoint
+    python train.py experiment=spirals_chen2018 datamodule.n_obs=30
+    python train.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt   # resume
+    python train.py -m solver=dopri5,tsit5,rk4 solver.rtol=1e-3,1e-5        # sweep + summary
+
+The configuration lives in ``configs/`` (entry: ``configs/train.yaml``); the pipeline in
+:func:`framework.run.train`.
+"""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parent
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from framework.run import train
+
+    result = train(cfg)
+    metric = cfg.get("optimized_metric")
+    if metric is None:
+        return None
+    if metric not in result["metrics"]:
+        raise KeyError(
+            f"optimized_metric={metric!r} was not logged; available: {sorted(result['metrics'])}"
+        )
+    return result["metrics"][metric]
+
+
+if __name__ == "__main__":
+    main()
