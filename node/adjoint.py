@@ -34,7 +34,7 @@ from torch.autograd.function import once_differentiable
 from node.errors import SolverError, Status
 from node.methods import get_tableau
 from node.norms import FlatNorm, mixed_rms_norm, seminorm
-from node.options import parse_options, uses_fixed_grid
+from node.options import AdaptiveOptions, parse_options, uses_fixed_grid
 from node.problem import Problem
 from node.solution import Solution
 from node.state import FlatVectorField, StateLayout
@@ -190,7 +190,8 @@ class AdjointSolver:
                 k = f_user(problem.direction * float(t[i]), ys[i])
                 grad_t[i] = torch.dot(k, grad_ys[i]).to(t.dtype)
             taus = [taus_back[i], taus_back[i - 1]]
-            interval = replace(bp, t=t[i - 1 : i + 1].flip(0), taus=taus)
+            interval = replace(bp, t=t[i - 1 : i + 1].flip(0), taus=taus,
+                               options=self._landing(bp.options, float(t[i - 1])))
             run = interval.integrate(f_aug, torch.cat([ys[i], a, a_p]), norm=self.norm,
                                      first_step=h, callback_suffix="_adjoint")
             steps += run.stats.n_steps
@@ -214,6 +215,15 @@ class AdjointSolver:
             grads_p.append(a_p[offset : offset + p.numel()].view_as(p))
             offset += p.numel()
         return a, grad_t, grads_p
+
+
+    @staticmethod
+    def _landing(options, t_end: float):
+        """Options whose last step lands exactly on the interval's end: ``a`` jumps there, so
+        a step past it would be thrown away (interpolated back) anyway."""
+        if not isinstance(options, AdaptiveOptions) or t_end in options.jump_t:
+            return options
+        return replace(options, step_t=(*options.step_t, t_end))
 
 
 class _AdjointFunction(torch.autograd.Function):
