@@ -18,7 +18,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from datamodules.timeseries import (
     TimeSeriesData,
@@ -58,17 +57,7 @@ def make_spirals(
 
     t = theta[:span] - theta[0]
 
-    def f32(x):
-        return torch.as_tensor(x, dtype=torch.float32)
-
-    return TimeSeriesData(
-        t_obs=f32(t[:n_window]),
-        t_extrap=f32(t[n_window:]),
-        values=f32(noisy * mask),
-        mask=f32(mask),
-        truth=f32(clean[:, :n_window]),
-        extrap=f32(clean[:, n_window:]),
-    )
+    return TimeSeriesData.from_arrays(t, n_window, noisy, mask, clean)
 
 
 class SpiralsDataModule(TimeSeriesDataModule):

@@ -62,6 +62,23 @@ class TimeSeriesData:
     def __len__(self) -> int:
         return self.values.shape[0]
 
+    @classmethod
+    def from_arrays(cls, t, n_window: int, noisy, mask, clean) -> TimeSeriesData:
+        """From NumPy arrays: times ``t`` (window then extrapolation), the noisy observed window
+        ``noisy``, its ``mask`` and the noiseless series ``clean`` over all times (float32)."""
+
+        def f32(x):
+            return torch.as_tensor(x, dtype=torch.float32)
+
+        return cls(
+            t_obs=f32(t[:n_window]),
+            t_extrap=f32(t[n_window:]),
+            values=f32(noisy * mask),
+            mask=f32(mask),
+            truth=f32(clean[:, :n_window]),
+            extrap=f32(clean[:, n_window:]),
+        )
+
     def subset(self, index: torch.Tensor) -> TimeSeriesData:
         """The series at ``index`` (the time grid is shared, so it is kept whole)."""
         return TimeSeriesData(
