@@ -14,9 +14,10 @@ from torch.utils.checkpoint import checkpoint
 from node.runge_kutta import rk_step
 
 
-def checkpointed_rk_step(f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end=False):
+def checkpointed_rk_step(f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end=False,
+                         perturb_start=False):
     """:func:`node.runge_kutta.rk_step` with its stages recomputed in the backward pass."""
     return checkpoint(
-        rk_step, f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end,
+        rk_step, f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end, perturb_start,
         use_reentrant=False, preserve_rng_state=False,
     )

@@ -84,11 +84,12 @@ def integrate_fixed_grid(
             result.cause = f"max_num_steps={options.max_num_steps} grid steps taken"
             return result
         h = direction * h_tau
-        if k0 is None:
-            k0 = f(tau0, y, 1) if perturb else f(tau0, y)
         if callbacks is not None:
             callbacks.step(tau0, y, h)
-        y1, K = step(f, tau0, y, k0, h_tau, tau1, h, co, perturb_end=perturb)
+        # With k0=None the step evaluates f(tau0, y) itself (into its stage matrix, no copy).
+        y1, K = step(f, tau0, y, k0, h_tau, tau1, h, co, perturb_end=perturb,
+                     perturb_start=perturb)
+        k0 = K[0]
         stats.n_steps += 1
         stats.n_accepted += 1
         # One reduction and one sync; the exact check only runs if the sum is not finite

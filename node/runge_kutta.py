@@ -56,19 +56,21 @@ def rk_step(
     h: float,
     co: RKCoefficients,
     perturb_end: bool = False,
+    perturb_start: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step from ``(tau0, y0)`` with ``k0 = f(tau0, y0)`` to solver time ``tau1``.
 
     ``h_tau = tau1 - tau0 > 0`` is the step in solver time and ``h = ±h_tau`` the signed step in
     the user's time (negative when integrating backwards). With ``perturb_end`` the stages at
     ``c = 1`` are evaluated just before ``tau1`` (a discontinuity of ``f`` lies there).
+    ``k0=None`` evaluates it here (just after ``tau0`` with ``perturb_start``).
 
     Returns ``(y1, K)`` where ``K[i]`` is the derivative of stage ``i``.
     """
     stages = co.stages
     K = y0.new_zeros((stages, y0.shape[0]))
     Kt = K.T
-    K[0] = k0
+    K[0] = f(tau0, y0, 1 if perturb_start else 0) if k0 is None else k0
     c = co.c
     a = co.a
     yi = y0
@@ -112,7 +114,7 @@ class BufferedRKStep:
 
     def __init__(self, f, y0: torch.Tensor, co: RKCoefficients) -> None:
         stages, n = co.stages, y0.shape[0]
-        shape = f.layout.shapes[0]
+        shape = self.shape = f.layout.shapes[0]
         self.K = y0.new_zeros((stages, n))
         self.Kt = self.K.T
         self.rows_shaped = [self.K[i].view(shape) for i in range(stages)]
@@ -122,14 +124,19 @@ class BufferedRKStep:
         self.ends_shaped = tuple(e.view(shape) for e in self.ends)
         self._k0 = None
 
-    def __call__(self, f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end=False):
+    def __call__(self, f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end=False,
+                 perturb_start=False):
         K, Kt, rows, a, c = self.K, self.Kt, self.rows_shaped, co.a, co.c
-        # A retried step gets the same k0 object, which may be a view of K's last row that the
-        # rejected attempt has since overwritten; K[0] still holds its value then.
-        if k0 is not self._k0:
+        end = 1 if y0 is self.ends[0] else 0
+        if k0 is None:
+            start = self.ends_shaped[1 - end] if y0 is self.ends[1 - end] else y0.view(self.shape)
+            rows[0].copy_(f.shaped(tau0, start, 1 if perturb_start else 0))
+            self._k0 = None
+        elif k0 is not self._k0:
+            # A retried step gets the same k0 object, which may be a view of K's last row that
+            # the rejected attempt has since overwritten; K[0] still holds its value then.
             K[0].copy_(k0)
             self._k0 = k0
-        end = 1 if y0 is self.ends[0] else 0
         last = co.stages - 1
         for i in range(1, co.stages):
             if i == last and co.fsal:
