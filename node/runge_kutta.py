@@ -43,7 +43,10 @@ class RKCoefficients:
 
 @lru_cache(maxsize=64)
 def coefficients(tableau: ButcherTableau, dtype: torch.dtype, device: torch.device):
-    return RKCoefficients(tableau, dtype, device)
+    # Cached across solves, so never made as inference tensors (which a later solve under
+    # autograd could not save for backward) even if the first solve runs in inference mode.
+    with torch.inference_mode(False):
+        return RKCoefficients(tableau, dtype, device)
 
 
 def rk_step(

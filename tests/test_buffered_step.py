@@ -50,3 +50,18 @@ def test_outputs_at_step_ends_are_not_overwritten_later():
         ys = node.odeint(lambda t, y: -y, y0, t, method="euler")
     expected = torch.tensor([0.9**k for k in range(11)], dtype=torch.float64)
     torch.testing.assert_close(ys[:, 0], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_first_solve_in_inference_mode_does_not_poison_later_autograd_solves():
+    # Coefficient tensors are cached per (method, dtype, device); made under inference mode
+    # they could not be saved for backward by a later solve.
+    from node.runge_kutta import coefficients
+
+    coefficients.cache_clear()
+    y0 = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    with torch.inference_mode():
+        node.odeint(van_der_pol, y0, t, method="tsit5")
+    y0 = y0.clone().requires_grad_(True)
+    node.odeint(van_der_pol, y0, t, method="tsit5")[-1].sum().backward()
+    assert y0.grad is not None

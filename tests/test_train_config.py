@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -87,8 +88,12 @@ def test_models_take_their_solver_from_the_solver_group(
     cfg = compose_cfg(overrides)
     from omegaconf import OmegaConf
 
+    # the data shapes a model takes: vectors (obs_dim) or, for classifiers, images and classes
+    dims = {"obs_dim": 2}
+    if "input_shape" in inspect.signature(hydra.utils.get_class(cfg.model._target_)).parameters:
+        dims = {"input_shape": [1, 8, 8], "n_classes": 10}
     built = hydra.utils.instantiate(
-        cfg.model, solver=OmegaConf.to_container(cfg.solver), obs_dim=2, _convert_="all"
+        cfg.model, solver=OmegaConf.to_container(cfg.solver), **dims, _convert_="all"
     )
     solvers = built.ode_solvers()
     assert solvers and all(s.method == "rk4" and s.step_size == 0.05 for s in solvers)
