@@ -148,10 +148,21 @@ class ODESolver(nn.Module):
     def counts(self) -> EvaluationCounts:
         return self.counter.snapshot()
 
-    def forward(self, func: nn.Module, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The solution at times ``t``: a tensor ``[len(t), *y0.shape]``."""
+    def forward(
+        self, func: nn.Module, y0: torch.Tensor, t: torch.Tensor, rtol=None, atol=None
+    ) -> torch.Tensor:
+        """The solution at times ``t``: a tensor ``[len(t), *y0.shape]`` (a tuple of such for a
+        tuple state ``y0``).
+
+        ``rtol``, ``atol``: tolerances of this forward solve instead of the configured ones, in
+        any form ``node`` accepts (e.g. a tuple with one entry per tensor of a tuple state; a
+        huge entry leaves that tensor out of the error test). The adjoint solve keeps
+        ``adjoint_rtol``/``adjoint_atol``, or if those are null the configured ``rtol``/``atol``.
+        """
         counted = CountedField(func, self.counter)
-        common = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=self.options)
+        rtol = self.rtol if rtol is None else rtol
+        atol = self.atol if atol is None else atol
+        common = dict(rtol=rtol, atol=atol, method=self.method, options=self.options)
         if self.gradient == "direct" or not torch.is_grad_enabled():
             return node.odeint(counted, y0, t, **common)
         if self.gradient == "adjoint":
@@ -164,8 +175,8 @@ class ODESolver(nn.Module):
                 t,
                 **common,
                 gradient="adjoint",
-                adjoint_rtol=self.adjoint_rtol,
-                adjoint_atol=self.adjoint_atol,
+                adjoint_rtol=self.rtol if self.adjoint_rtol is None else self.adjoint_rtol,
+                adjoint_atol=self.atol if self.adjoint_atol is None else self.adjoint_atol,
                 adjoint_options=adjoint_options,
                 adjoint_params=tuple(func.parameters()),
             )
