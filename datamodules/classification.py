@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.splits import SplitDataModule
 from datamodules.timeseries import check_positive_int
 
 SPLITS = ("train", "val", "test")
@@ -80,7 +80,7 @@ def seeded_partition(n: int, sizes: Sequence[int], seed: int) -> list[torch.Tens
     return list(torch.split(order, list(sizes)))
 
 
-class ImageClassificationDataModule(L.LightningDataModule):
+class ImageClassificationDataModule(SplitDataModule):
     """Base data module (module docstring). Subclasses set :attr:`input_shape` and
     :attr:`n_classes` and implement :meth:`load`, returning the three splits with pixels in
     :math:`[0, 1]`.
@@ -151,15 +151,6 @@ class ImageClassificationDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         trainer = self.trainer

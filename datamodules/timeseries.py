@@ -24,10 +24,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from datamodules.splits import SplitDataModule
 
 BATCH_KEYS = ("values", "mask", "truth", "extrap")
 
@@ -148,7 +149,7 @@ class TimeSeriesSplit:
         self.test = order[n_train + n_val :]
 
 
-class TimeSeriesDataModule(L.LightningDataModule):
+class TimeSeriesDataModule(SplitDataModule):
     """Base data module: generates its data once from ``seed`` and splits it train/val/test.
 
     Subclasses set :attr:`obs_dim` and implement :meth:`generate`. The same ``seed`` always gives
@@ -199,15 +200,6 @@ class TimeSeriesDataModule(L.LightningDataModule):
             collate_fn=dataset.collate,
             persistent_workers=self.num_workers > 0,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     def example_batch(self, split: str = "test", n_examples: int = 4) -> dict[str, torch.Tensor]:
         """The first ``n_examples`` series of ``split`` as one batch (for plots)."""

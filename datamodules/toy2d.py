@@ -41,11 +41,11 @@ from __future__ import annotations
 import math
 from functools import cache
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from datamodules.splits import SplitDataModule
 from datamodules.timeseries import check_positive_int
 
 TOY_DATASETS = (
@@ -221,7 +221,7 @@ def true_nll(name: str) -> float | None:
     return float(-(w * log_p).sum())
 
 
-class Toy2DDataModule(L.LightningDataModule):
+class Toy2DDataModule(SplitDataModule):
     """Seeded train/val/test samples of one toy distribution (module docstring).
 
     Args:
@@ -302,15 +302,6 @@ class Toy2DDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     def example_batch(self, split: str = "test", n: int = 4) -> torch.Tensor:
         """The first ``max(n, plot_points)`` points of ``split`` (for the plots)."""
