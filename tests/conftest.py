@@ -115,3 +115,26 @@ def tiny_overrides():
 def require_gradient_mode():
     """:func:`skip_unless_gradient_mode`."""
     return skip_unless_gradient_mode
+
+
+@pytest.fixture
+def fit_and_save(tmp_path):
+    """``fit_and_save(model, datamodule, **trainer_kwargs) -> checkpoint path``: a quiet, short
+    Lightning fit (no loggers, callbacks or sanity checks) followed by ``save_checkpoint``."""
+    import lightning as L
+
+    def fit(model, datamodule, **trainer_kwargs):
+        trainer = L.Trainer(
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            **trainer_kwargs,
+        )
+        trainer.fit(model, datamodule=datamodule)
+        path = tmp_path / "model.ckpt"
+        trainer.save_checkpoint(path)
+        return path
+
+    return fit

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
@@ -93,7 +92,7 @@ def test_datasets_without_closed_form_log_no_gap(compose_cfg, tmp_path):
     assert "test/nll" in metrics and "test/nll_gap" not in metrics and "test/kl" not in metrics
 
 
-def test_checkpoint_reload_gives_identical_log_likelihoods(tmp_path):
+def test_checkpoint_reload_gives_identical_log_likelihoods(tmp_path, fit_and_save):
     torch.manual_seed(0)
     dm = Toy2DDataModule(n_train=64, n_val=32, n_test=32, batch_size=32)
     model = CNFModule(
@@ -102,17 +101,7 @@ def test_checkpoint_reload_gives_identical_log_likelihoods(tmp_path):
         n_blocks=2,
         solver={"method": "dopri5", "rtol": 1e-4, "atol": 1e-5},
     )
-    trainer = L.Trainer(
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(model, datamodule=dm)
-    path = tmp_path / "model.ckpt"
-    trainer.save_checkpoint(path)
+    path = fit_and_save(model, dm, max_epochs=2)
     points = dm.example_batch("test", 32)
     model.eval()
     with torch.no_grad():

@@ -165,23 +165,11 @@ def test_class_cycling_order():
 
 
 # --------------------------------------------------------------------------------- checkpoints
-def test_checkpoint_reload_gives_identical_predictions(tmp_path):
+def test_checkpoint_reload_gives_identical_predictions(tmp_path, fit_and_save):
     torch.manual_seed(0)
     dm = DigitsDataModule(batch_size=128)
     model = tiny_model(augment_dim=2, optimizer="adam", lr=0.01)
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=3,
-        limit_val_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(model, datamodule=dm)
-    path = tmp_path / "model.ckpt"
-    trainer.save_checkpoint(path)
+    path = fit_and_save(model, dm, max_epochs=1, limit_train_batches=3, limit_val_batches=1)
     batch = dm.example_batch("test", 16)
     model.eval()
     with torch.no_grad():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
@@ -91,7 +90,7 @@ def test_run_logs_evaluations_and_writes_outputs(trained_run):
     assert trained_run["metrics"]["global_step"] == 2 * 3  # 2 epochs of 18 series / batch 8
 
 
-def test_checkpoint_reload_gives_identical_predictions(tmp_path):
+def test_checkpoint_reload_gives_identical_predictions(tmp_path, fit_and_save):
     from datamodules import SpiralsDataModule
 
     torch.manual_seed(0)
@@ -111,17 +110,7 @@ def test_checkpoint_reload_gives_identical_predictions(tmp_path):
         decoder_hidden=8,
         solver={"method": "dopri5", "rtol": 1e-4, "atol": 1e-5},
     )
-    trainer = L.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(model, datamodule=dm)
-    path = tmp_path / "model.ckpt"
-    trainer.save_checkpoint(path)
+    path = fit_and_save(model, dm, max_epochs=1)
     batch = dm.example_batch("test", 4)
     model.eval()
     with torch.no_grad():
