@@ -21,7 +21,7 @@ window and the extrapolation window and logs
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from models.components.objectives import (
     variational_bound,
 )
 from models.components.ode_solver import ODESolver
+from models.components.schedules import check_scheduler, with_schedule
 from models.latent_ode_plots import plot_latents, plot_prior_samples, plot_reconstructions
 
 
@@ -69,6 +70,8 @@ class LatentODEModule(ODEModule):
         n_samples: posterior samples per series in training (``K``).
         kl_anneal_steps: training steps over which the KL weight rises from 0 to 1 (0: off).
         lr, weight_decay: Adam's settings.
+        scheduler, lr_milestones, lr_gamma: the learning-rate schedule (``none``, ``multistep``
+            or ``cosine``; see :mod:`models.components.schedules`).
         solver: the solver config (see :class:`~models.components.ODESolver`); the ODE-RNN
             encoder uses the same solver.
     """
@@ -88,6 +91,9 @@ class LatentODEModule(ODEModule):
         kl_anneal_steps: int = 0,
         lr: float = 1e-2,
         weight_decay: float = 0.0,
+        scheduler: str = "none",
+        lr_milestones: Sequence[int] = (),
+        lr_gamma: float = 0.1,
         solver: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -106,6 +112,7 @@ class LatentODEModule(ODEModule):
         self.lr = _check_positive("lr", lr)
         if not isinstance(weight_decay, int | float) or weight_decay < 0:
             raise ValueError(f"model.weight_decay must be a number >= 0, got {weight_decay!r}")
+        check_scheduler(scheduler, lr_milestones, lr_gamma)
         self.objective = objective
         self.latent_dim = latent_dim
 
@@ -165,8 +172,10 @@ class LatentODEModule(ODEModule):
         return loss, terms
 
     def configure_optimizers(self):
-        return torch.optim.Adam(
-            self.parameters(), lr=self.lr, weight_decay=float(self.hparams.weight_decay)
+        hp = self.hparams
+        opt = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=float(hp.weight_decay))
+        return with_schedule(
+            opt, hp.scheduler, self.trainer.max_epochs, hp.lr_milestones, hp.lr_gamma
         )
 
     # ------------------------------------------------------------------------------- evaluation

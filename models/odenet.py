@@ -38,13 +38,13 @@ from models.base import ODEModule
 from models.components.ode_block import ODEBlock
 from models.components.ode_solver import ODESolver
 from models.components.odenet_layers import ConvODEFunc, MLPODEFunc, conv_head, conv_stem
+from models.components.schedules import check_scheduler, with_schedule
 from models.odenet_plots import find_metrics_csv, plot_nfe, plot_trajectories
 
 log = logging.getLogger(__name__)
 
 ARCHITECTURES = ("conv", "mlp")
 OPTIMIZERS = ("sgd", "adam")
-SCHEDULERS = ("none", "multistep", "cosine")
 CHECKPOINT_METRICS_KEY = "odenet_metrics_csv"
 
 
@@ -130,13 +130,10 @@ class ODENetModule(ODEModule):
         self.n_classes = _int("n_classes", n_classes, 2)
         _int("augment_dim", augment_dim, 0)
         _choice("optimizer", optimizer, OPTIMIZERS)
-        _choice("scheduler", scheduler, SCHEDULERS)
+        check_scheduler(scheduler, lr_milestones, lr_gamma)
         self.lr = _number("lr", lr, 0.0, strict=True)
         _number("momentum", momentum, 0.0, strict=False)
         _number("weight_decay", weight_decay, 0.0, strict=False)
-        _number("lr_gamma", lr_gamma, 0.0, strict=True)
-        if not all(isinstance(m, int) and not isinstance(m, bool) for m in lr_milestones):
-            raise ValueError(f"model.lr_milestones must be a list of epochs, got {lr_milestones!r}")
         self.metrics_csv: str | None = None
 
         self.solver = ODESolver.from_config(solver)
@@ -218,20 +215,9 @@ class ODENetModule(ODEModule):
             )
         else:
             opt = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=hp.weight_decay)
-        if hp.scheduler == "none":
-            return opt
-        if hp.scheduler == "multistep":
-            sched = torch.optim.lr_scheduler.MultiStepLR(
-                opt, milestones=list(hp.lr_milestones), gamma=hp.lr_gamma
-            )
-        else:
-            epochs = self.trainer.max_epochs
-            if not isinstance(epochs, int) or epochs < 1:
-                raise ValueError(
-                    f"model.scheduler='cosine' needs trainer.max_epochs >= 1, got {epochs!r}"
-                )
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return with_schedule(
+            opt, hp.scheduler, self.trainer.max_epochs, hp.lr_milestones, hp.lr_gamma
+        )
 
     # ------------------------------------------------------------------------------- evaluation
     def _evaluate(self, batch, stage: str) -> None:

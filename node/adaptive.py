@@ -39,11 +39,15 @@ def integrate_adaptive(
     callbacks=None,
     step=rk_step,
     observer=None,
+    k0: torch.Tensor | None = None,
+    tape=None,
 ) -> Integration:
     """Integrate from ``taus[0]`` through every later output time (solver time, increasing).
 
     ``observer(tau0, y0, tau1, y1, K, h)``, if given, is called after every accepted step and
-    ends the solve successfully by returning True (event location uses this).
+    ends the solve successfully by returning True (event location uses this). ``k0`` is
+    ``f(taus[0], y0)`` if the caller has it already. ``tape``, if given, records every accepted
+    step (see :class:`node.checkpoint.StepTape`).
     """
     stats = Stats()
     direction = f.direction
@@ -60,7 +64,8 @@ def integrate_adaptive(
     result = Integration(outputs, stats, tau=tau)
     if n_out == 1:
         return result
-    k0 = f(tau, y)
+    if k0 is None:
+        k0 = f(tau, y)
     if options.first_step is not None:
         h_tau = options.first_step
     else:
@@ -102,23 +107,27 @@ def integrate_adaptive(
             stats.n_accepted += 1
             if callbacks is not None:
                 callbacks.accept(tau, y, h)
+            thetas, exact_end = [], False
             if next_out <= tau1:
-                thetas = []
                 while i < n_out and taus[i] <= tau1:
                     thetas.append((taus[i] - tau) / h_eff)
                     i += 1
                 exact_end = thetas[-1] == 1.0
                 if exact_end:
                     thetas.pop()
+                if tape is not None:
+                    tape.accept(tau, y, K, h_eff, tau1, h, on_jump, False, thetas, exact_end)
                 if thetas:
                     outputs.extend(interpolate(y, K, h, polys, thetas).T.unbind(0))
                 if exact_end:
                     outputs.append(keep(y1))
                 if i == n_out:
-                    h_next = controller.next_step(h_eff, ratio, True)
+                    h_next = _after_accept(controller, h_eff, ratio, landed, h_tau)
                     result.tau, result.h = tau1, min(max(h_next, min_step), max_step)
                     return result
                 next_out = taus[i]
+            elif tape is not None:
+                tape.accept(tau, y, K, h_eff, tau1, h, on_jump, False, thetas, exact_end)
             if observer is not None and observer(tau, y, tau1, y1, K, h):
                 result.tau, result.h = tau1, h_eff
                 return result
@@ -141,11 +150,27 @@ def integrate_adaptive(
                 return _fail(result, Status.STEP_TOO_SMALL, tau, h_eff,
                              f"error test failed (error ratio {ratio:.3g}) at the minimum step "
                              f"min_step={min_step:.3g}")
-        h_tau = min(max(controller.next_step(h_eff, ratio, accepted), min_step), max_step)
+        if accepted:
+            h_next = _after_accept(controller, h_eff, ratio, landed, h_tau)
+        else:
+            h_next = controller.next_step(h_eff, ratio, False)
+        h_tau = min(max(h_next, min_step), max_step)
         if not math.isfinite(ratio) and not h_tau > 10.0 * math.ulp(tau):
             return _fail(result, Status.NON_FINITE, tau, h_tau,
                          "the step keeps producing non-finite values (overflow or NaN in func) "
                          "even as the step size underflows")
+
+
+def _after_accept(controller, h_eff: float, ratio: float, landed: bool, h_wanted: float) -> float:
+    """The step after an accepted one. A step cut short to land on a stop time (``step_t``,
+    ``jump_t``, the adjoint's output times) has a small error because it is short, not because
+    larger steps would pass: growing from it (up to ``ifactor`` times) would propose steps
+    beyond what the controller wanted before the cut, and the next attempt would be rejected.
+    So after a cut the proposal is capped at the step size wanted before it."""
+    h_next = controller.next_step(h_eff, ratio, True)
+    if landed and h_eff < h_wanted:
+        h_next = min(h_next, h_wanted)
+    return h_next
 
 
 def _non_finite_cause(k0: torch.Tensor, y: torch.Tensor) -> str:

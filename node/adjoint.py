@@ -183,7 +183,9 @@ class AdjointSolver:
         grad_t = torch.zeros_like(t) if need_t else None
         a = grad_ys[-1]
         a_p = ys.new_zeros(bp.layout.numel - 2 * n)
-        h = None
+        # The backward solve starts with the forward's last step size (the state part of the
+        # augmented system is the same dynamics) rather than a fresh, conservative initial step.
+        h = self.run.h if not bp.fixed_grid and self.run.h > 0 else None
         steps = 0
         for i in range(n_out - 1, 0, -1):
             if need_t:

@@ -63,7 +63,11 @@ def integrate_fixed_grid(
     options: FixedGridOptions,
     callbacks=None,
     step=rk_step,
+    k0: torch.Tensor | None = None,
+    tape=None,
 ) -> Integration:
+    """Step over ``grid``; ``k0`` is the first step's first stage if the caller has it already
+    and ``tape``, if given, records every step (see :class:`node.checkpoint.StepTape`)."""
     stats = Stats()
     direction = f.direction
     perturb = options.perturb
@@ -74,7 +78,6 @@ def integrate_fixed_grid(
     outputs = [y0]
     result = Integration(outputs, stats, tau=taus[0])
     i = 1
-    k0 = None
     for tau0, tau1 in zip(grid, grid[1:], strict=False):
         if i == n_out:
             break
@@ -102,6 +105,13 @@ def integrate_fixed_grid(
         if co.reuse_last and not perturb:
             # Cubic interpolation needs it after the next step has rewritten K.
             k1 = keep(K[-1]) if cubic else K[-1]
+        if tape is not None:
+            j = i
+            while j < n_out and taus[j] < tau1:
+                j += 1
+            thetas = [(taus[k] - tau0) / h_tau for k in range(i, j)]
+            exact_end = j < n_out and taus[j] == tau1
+            tape.accept(tau0, y, K, h_tau, tau1, h, perturb, perturb, thetas, exact_end)
         while i < n_out and taus[i] <= tau1:
             if taus[i] == tau1:
                 outputs.append(keep(y1))

@@ -71,8 +71,11 @@ class Problem:
         first_step: float | None = None,
         callback_suffix: str = "",
         observer=None,
+        k0: torch.Tensor | None = None,
+        tape=None,
     ) -> Integration:
-        """Run the solver loop for this problem's mode from ``y0_flat``."""
+        """Run the solver loop for this problem's mode from ``y0_flat`` (``k0``: the first
+        stage if already evaluated; ``tape``: records the accepted steps)."""
         co = self.coefficients()
         owner = self.func if self.callback_owner is None else self.callback_owner
         callbacks = StepCallbacks.of(owner, f, callback_suffix)
@@ -86,12 +89,12 @@ class Problem:
                 )
             grid = make_grid(self.taus, self.options, self.direction, self._constructor_args)
             return integrate_fixed_grid(f, y0_flat, self.taus, grid, co, self.options, callbacks,
-                                        step=step)
+                                        step=step, k0=k0, tape=tape)
         options = self.options
         if first_step is not None:
             options = replace(options, first_step=first_step)
         return integrate_adaptive(f, y0_flat, self.taus, co, options, self.error_scale(norm),
-                                  callbacks, step=step, observer=observer)
+                                  callbacks, step=step, observer=observer, k0=k0, tape=tape)
 
     def _constructor_args(self) -> tuple:
         return (self.func, self.y0, self.t)

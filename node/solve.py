@@ -7,10 +7,9 @@ from typing import Any, Literal
 
 import torch
 
-from node.checkpoint import checkpointed_rk_step
+from node.checkpoint import integrate_checkpointed
 from node.errors import SolverError, Status
 from node.problem import Problem, make_problem
-from node.runge_kutta import rk_step
 from node.solution import Integration, Solution
 from node.state import FlatVectorField
 from node.tableau import ButcherTableau
@@ -84,24 +83,34 @@ def solve(
     if any(a is not None for a in (adjoint_params, adjoint_rtol, adjoint_atol, adjoint_method,
                                    adjoint_options)):
         raise ValueError(f"adjoint_* arguments need gradient='adjoint', got gradient={gradient!r}")
-    step = checkpointed_rk_step if gradient == "checkpoint" and torch.is_grad_enabled() else rk_step
-    return solve_autograd(problem, step=step, on_failure=on_failure)
+    checkpointed = gradient == "checkpoint" and torch.is_grad_enabled()
+    return solve_autograd(problem, checkpointed=checkpointed, on_failure=on_failure)
 
 
-def solve_autograd(problem: Problem, *, step=rk_step, on_failure: OnFailure = "raise") -> Solution:
-    """The direct and checkpoint modes: the solver loop under autograd."""
+def solve_autograd(
+    problem: Problem, *, checkpointed: bool = False, on_failure: OnFailure = "raise"
+) -> Solution:
+    """The direct and checkpoint modes: gradients by autograd, through the solver's operations
+    or through their replay (:mod:`node.checkpoint`)."""
     f = problem.vector_field()
     y0_flat = problem.layout.flatten(problem.y0)
     time_grad = problem.t.requires_grad and torch.is_grad_enabled()
     if time_grad:
         y0_flat = start_with_t0_gradient(f, problem.t[0], y0_flat)
-    run = problem.integrate(f, y0_flat, step=step)
-    outputs = run.outputs
+    job = None
+    if checkpointed:
+        run, outputs, job = integrate_checkpointed(problem, f, y0_flat)
+    else:
+        run = problem.integrate(f, y0_flat)
+        outputs = run.outputs
     if time_grad:
         outputs[0] = problem.layout.flatten(problem.y0)  # y(t[0]) = y0 does not depend on t[0]
         if len(outputs) > 1:
             outputs[1:] = outputs_with_t_gradients(f, problem.t[1 : len(outputs)], outputs[1:])
-    return finish(problem, run, f, torch.stack(outputs), on_failure)
+    solution = finish(problem, run, f, torch.stack(outputs), on_failure)
+    if job is not None:
+        job.stats = solution.stats
+    return solution
 
 
 def finish(
