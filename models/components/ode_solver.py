@@ -11,8 +11,9 @@ a call of the ``node`` package:
                 step statistics): the adjoint ODE solved backwards in time (memory independent
                 of the number of steps), with its own tolerances and, optionally, the seminorm
                 of Kidger et al. (2021) for the adjoint's error control.
-``checkpoint``  ``node.solve(..., gradient="checkpoint")``: the forward solve is recomputed
-                during the backward pass instead of being stored.
+``checkpoint``  ``node.solve(..., gradient="checkpoint")``: the forward solve keeps no graph,
+                only each accepted step's state; the backward pass replays the steps with
+                autograd (the exact gradient of the computed solution, like ``direct``).
 =============== ===========================================================================
 
 Outside autograd (``torch.no_grad()``, validation, prediction) every mode solves with
