@@ -55,6 +55,17 @@ def _check_positive(name: str, value) -> float:
     return float(value)
 
 
+def hide_observations(mask: torch.Tensor, fraction: float) -> torch.Tensor:
+    """``mask`` (``[B, T, D]``) with each series' observed times hidden with probability
+    ``fraction``; a series keeps at least its one observed time that drew the largest number."""
+    observed = mask.amax(dim=-1) > 0
+    draw = torch.rand(observed.shape, device=mask.device)
+    keep = observed & (draw >= fraction)
+    best = torch.where(observed, draw, -1.0).argmax(dim=1, keepdim=True)
+    keep = keep.scatter(1, best, observed.gather(1, best))
+    return mask * keep.unsqueeze(-1).to(mask.dtype)
+
+
 class LatentODEModule(ODEModule):
     """Latent ODE (module docstring).
 
@@ -69,6 +80,11 @@ class LatentODEModule(ODEModule):
         objective: ``"elbo"`` or ``"iwae"``.
         n_samples: posterior samples per series in training (``K``).
         kl_anneal_steps: training steps over which the KL weight rises from 0 to 1 (0: off).
+        encoder_dropout: in training, the fraction of each series' observed times hidden from the
+            encoder (at random, every step; at least one time stays visible) while the
+            likelihood still scores every observation. Any :math:`q` gives a valid ELBO, and
+            this one must predict the points it did not see: a regulariser against an encoder
+            that memorises its training series (0: off; evaluation always sees everything).
         lr, weight_decay: Adam's settings.
         scheduler, lr_milestones, lr_gamma: the learning-rate schedule (``none``, ``multistep``
             or ``cosine``; see :mod:`models.components.schedules`).
@@ -89,6 +105,7 @@ class LatentODEModule(ODEModule):
         objective: str = "elbo",
         n_samples: int = 1,
         kl_anneal_steps: int = 0,
+        encoder_dropout: float = 0.0,
         lr: float = 1e-2,
         weight_decay: float = 0.0,
         scheduler: str = "none",
@@ -108,6 +125,10 @@ class LatentODEModule(ODEModule):
             )
         self.n_samples = _check_int("n_samples", n_samples, 1)
         self.kl_anneal_steps = _check_int("kl_anneal_steps", kl_anneal_steps, 0)
+        number = isinstance(encoder_dropout, int | float) and not isinstance(encoder_dropout, bool)
+        if not number or not 0.0 <= encoder_dropout < 1.0:
+            raise ValueError(f"model.encoder_dropout must be in [0, 1), got {encoder_dropout!r}")
+        self.encoder_dropout = float(encoder_dropout)
         self.obs_std = _check_positive("obs_std", obs_std)
         self.lr = _check_positive("lr", lr)
         if not isinstance(weight_decay, int | float) or weight_decay < 0:
@@ -147,10 +168,16 @@ class LatentODEModule(ODEModule):
         return z, self.decoder(z)
 
     def loss_terms(
-        self, batch: Mapping[str, torch.Tensor], beta: float
+        self,
+        batch: Mapping[str, torch.Tensor],
+        beta: float,
+        encoder_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Negative bound (mean over the batch) and the ELBO, KL and log-likelihood terms."""
-        mu, logvar = self.encode(batch)
+        """Negative bound (mean over the batch) and the ELBO, KL and log-likelihood terms.
+
+        ``encoder_mask`` (default: the batch's mask) is what the encoder may see."""
+        seen = batch if encoder_mask is None else {**batch, "mask": encoder_mask}
+        mu, logvar = self.encode(seen)
         std = (0.5 * logvar).exp()
         z0 = mu + std * torch.randn((self.n_samples, *mu.shape), device=mu.device, dtype=mu.dtype)
         _, x_mean = self.decode(z0, batch["t_obs"])
@@ -167,7 +194,10 @@ class LatentODEModule(ODEModule):
     # --------------------------------------------------------------------------------- training
     def training_loss(self, batch):
         beta = kl_weight(self.global_step, self.kl_anneal_steps)
-        loss, terms = self.loss_terms(batch, beta)
+        encoder_mask = None
+        if self.encoder_dropout > 0:
+            encoder_mask = hide_observations(batch["mask"], self.encoder_dropout)
+        loss, terms = self.loss_terms(batch, beta, encoder_mask)
         terms["kl_weight"] = torch.tensor(beta)
         return loss, terms
 

@@ -190,7 +190,7 @@ def _backward_by_step(job, g_ys, y0_flat, params):
     """Replay the steps in reverse, one graph at a time, chaining vector-Jacobian products."""
     g_y = g_ys[-1].new_zeros(g_ys.shape[1])
     g_k = None  # gradient for the last stage of the step being replayed (the next one's k0)
-    g_params = [None] * len(params)
+    sums = [_CompensatedSum() for _ in params]
     n_out = g_ys.shape[0]
     for s in reversed(job.tape.steps):
         with torch.enable_grad():
@@ -210,12 +210,34 @@ def _backward_by_step(job, g_ys, y0_flat, params):
         grads = torch.autograd.grad(roots, inputs, seeds, allow_unused=True, retain_graph=True)
         g_y = grads[0] if grads[0] is not None else torch.zeros_like(g_y)
         g_k = grads[1] if k0 is not None else None
-        for j, g in enumerate(grads[len(inputs) - len(params):]):
-            if g is not None:
-                g_params[j] = g if g_params[j] is None else g_params[j] + g
+        for total, g in zip(sums, grads[len(inputs) - len(params):], strict=True):
+            total.add(g)
     g_y0 = g_y + g_ys[0]
     return [g_y0 if y0_flat.requires_grad else None,
-            *(g if p.requires_grad else None for g, p in zip(g_params, params, strict=True))]
+            *(total.value if p.requires_grad else None for total, p in zip(sums, params,
+                                                                             strict=True))]
+
+
+class _CompensatedSum:
+    """Kahan summation of the per-step parameter gradients. Autograd's direct mode adds the
+    contributions in another order; compensating keeps the checkpoint mode's rounding error
+    independent of the number of steps (in float32 a long solve otherwise drifts by several
+    ulps from the direct mode's gradient, which is the same exact derivative)."""
+
+    def __init__(self) -> None:
+        self.value: torch.Tensor | None = None
+        self._carry: torch.Tensor | None = None
+
+    def add(self, g: torch.Tensor | None) -> None:
+        if g is None:
+            return
+        if self.value is None:
+            self.value, self._carry = g, torch.zeros_like(g)
+            return
+        corrected = g - self._carry
+        total = self.value + corrected
+        self._carry = (total - self.value) - corrected
+        self.value = total
 
 
 @dataclass

@@ -19,6 +19,7 @@ from models.components.objectives import (
     log_normal,
     variational_bound,
 )
+from models.latent_ode import hide_observations
 
 
 def linear_field(seed: int = 0) -> AutonomousField:
@@ -204,6 +205,32 @@ def test_latent_ode_loss_and_gradients_reach_every_part(encoder, objective):
     assert pred["x"].shape == (6, 11, 2) and pred["z"].shape == (6, 11, 4)
 
 
+def test_hide_observations_keeps_at_least_one_time_per_series():
+    torch.manual_seed(0)
+    mask = torch.zeros(50, 20, 2)
+    mask[:, ::2] = 1.0
+    mask[0] = 0.0  # a series with nothing observed stays empty
+    hidden = hide_observations(mask, 0.6)
+    seen = hidden.amax(dim=-1) > 0
+    assert bool((hidden <= mask).all())  # only hides, never reveals
+    assert seen[0].sum() == 0 and bool((seen[1:].sum(dim=1) >= 1).all())
+    assert abs(seen[1:].float().sum() / (mask[1:].amax(-1) > 0).sum() - 0.4) < 0.05
+    assert bool((hide_observations(mask, 0.999).amax(-1) > 0)[1:].sum(1).eq(1).all())
+
+
+def test_encoder_dropout_hides_from_the_encoder_only():
+    model = LatentODEModule(obs_dim=2, encoder_dropout=0.5, solver=dict(method="rk4",
+                                                                         step_size=0.25))
+    seen = []
+    model.encoder.register_forward_hook(lambda m, args, out: seen.append(args[2].clone()))
+    batch = spiral_batch()
+    model.training_loss(batch)
+    assert 0 < seen[-1].sum() < batch["mask"].sum()
+    model.eval()
+    model.predict(batch)  # evaluation sees every observation
+    assert torch.equal(seen[-1], batch["mask"])
+
+
 def test_latent_ode_counts_forward_evaluations():
     model = LatentODEModule(obs_dim=2, solver=dict(method="rk4", step_size=0.25))
     model.training_loss(spiral_batch())
@@ -219,6 +246,8 @@ def test_latent_ode_counts_forward_evaluations():
         (dict(n_samples=0), "model.n_samples must be an integer >= 1, got 0"),
         (dict(obs_std=0), "model.obs_std must be a number > 0, got 0"),
         (dict(solver={"method": "rk23"}), "solver.method must be one of"),
+        (dict(encoder_dropout=1.0), "model.encoder_dropout must be in [0, 1), got 1.0"),
+        (dict(scheduler="step"), "model.scheduler must be one of ['none', 'multistep', 'cosine']"),
     ],
 )
 def test_latent_ode_bad_hyperparameters_name_them(kwargs, message):
