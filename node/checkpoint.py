@@ -135,7 +135,9 @@ class _TapedSolve(torch.autograd.Function):
         job.tape.trim(len(job.run.outputs))
         ctx.job = job
         ctx.save_for_backward(y0_flat, *params)
-        return torch.stack(job.run.outputs)
+        ys = torch.stack(job.run.outputs)
+        job.run.outputs = []  # the job lives as long as the graph: keep no second copy
+        return ys
 
     @staticmethod
     def backward(ctx, g_ys: torch.Tensor):
