@@ -66,6 +66,22 @@ def hide_observations(mask: torch.Tensor, fraction: float) -> torch.Tensor:
     return mask * keep.unsqueeze(-1).to(mask.dtype)
 
 
+def shift_window(batch: Mapping[str, torch.Tensor], fraction: float) -> dict[str, torch.Tensor]:
+    """The batch's observation window started at a random grid index ``k`` in
+    ``[0, fraction * (T - 1)]`` (one ``k`` for the whole batch, so the time grid stays shared),
+    with times measured from ``t_obs[k]``."""
+    t = batch["t_obs"]
+    k = int(torch.randint(0, int(fraction * (t.shape[0] - 1)) + 1, ()).item())
+    if k == 0:
+        return dict(batch)
+    return {
+        **batch,
+        "t_obs": t[k:] - t[k],
+        "values": batch["values"][:, k:],
+        "mask": batch["mask"][:, k:],
+    }
+
+
 class LatentODEModule(ODEModule):
     """Latent ODE (module docstring).
 
@@ -85,6 +101,11 @@ class LatentODEModule(ODEModule):
             likelihood still scores every observation. Any :math:`q` gives a valid ELBO, and
             this one must predict the points it did not see: a regulariser against an encoder
             that memorises its training series (0: off; evaluation always sees everything).
+        window_shift: in training, each step starts the observation window at a random grid
+            index up to this fraction of the window, with the time origin moved there (0: off).
+            For time-invariant data a later start is just another series; training the encoder
+            on them makes the latent state reached at time ``t`` a valid initial state, which is
+            what extrapolation relies on. Assumes the data's dynamics do not depend on ``t``.
         lr, weight_decay: Adam's settings.
         scheduler, lr_milestones, lr_gamma: the learning-rate schedule (``none``, ``multistep``
             or ``cosine``; see :mod:`models.components.schedules`).
@@ -106,6 +127,7 @@ class LatentODEModule(ODEModule):
         n_samples: int = 1,
         kl_anneal_steps: int = 0,
         encoder_dropout: float = 0.0,
+        window_shift: float = 0.0,
         lr: float = 1e-2,
         weight_decay: float = 0.0,
         scheduler: str = "none",
@@ -129,6 +151,10 @@ class LatentODEModule(ODEModule):
         if not number or not 0.0 <= encoder_dropout < 1.0:
             raise ValueError(f"model.encoder_dropout must be in [0, 1), got {encoder_dropout!r}")
         self.encoder_dropout = float(encoder_dropout)
+        number = isinstance(window_shift, int | float) and not isinstance(window_shift, bool)
+        if not number or not 0.0 <= window_shift < 1.0:
+            raise ValueError(f"model.window_shift must be in [0, 1), got {window_shift!r}")
+        self.window_shift = float(window_shift)
         self.obs_std = _check_positive("obs_std", obs_std)
         self.lr = _check_positive("lr", lr)
         if not isinstance(weight_decay, int | float) or weight_decay < 0:
@@ -194,6 +220,8 @@ class LatentODEModule(ODEModule):
     # --------------------------------------------------------------------------------- training
     def training_loss(self, batch):
         beta = kl_weight(self.global_step, self.kl_anneal_steps)
+        if self.window_shift > 0:
+            batch = shift_window(batch, self.window_shift)
         encoder_mask = None
         if self.encoder_dropout > 0:
             encoder_mask = hide_observations(batch["mask"], self.encoder_dropout)

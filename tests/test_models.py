@@ -19,7 +19,7 @@ from models.components.objectives import (
     log_normal,
     variational_bound,
 )
-from models.latent_ode import hide_observations
+from models.latent_ode import hide_observations, shift_window
 
 
 def linear_field(seed: int = 0) -> AutonomousField:
@@ -231,6 +231,22 @@ def test_encoder_dropout_hides_from_the_encoder_only():
     assert torch.equal(seen[-1], batch["mask"])
 
 
+def test_shift_window_moves_the_time_origin():
+    torch.manual_seed(0)
+    batch = spiral_batch()
+    shifts = set()
+    for _ in range(50):
+        out = shift_window(batch, 0.5)
+        k = batch["t_obs"].shape[0] - out["t_obs"].shape[0]
+        shifts.add(k)
+        assert out["t_obs"][0] == 0
+        torch.testing.assert_close(out["t_obs"], batch["t_obs"][k:] - batch["t_obs"][k])
+        assert torch.equal(out["values"], batch["values"][:, k:])
+        assert torch.equal(out["mask"], batch["mask"][:, k:])
+    n = batch["t_obs"].shape[0]
+    assert shifts == set(range(int(0.5 * (n - 1)) + 1))
+
+
 def test_latent_ode_counts_forward_evaluations():
     model = LatentODEModule(obs_dim=2, solver=dict(method="rk4", step_size=0.25))
     model.training_loss(spiral_batch())
@@ -247,6 +263,7 @@ def test_latent_ode_counts_forward_evaluations():
         (dict(obs_std=0), "model.obs_std must be a number > 0, got 0"),
         (dict(solver={"method": "rk23"}), "solver.method must be one of"),
         (dict(encoder_dropout=1.0), "model.encoder_dropout must be in [0, 1), got 1.0"),
+        (dict(window_shift=-0.1), "model.window_shift must be in [0, 1), got -0.1"),
         (dict(scheduler="step"), "model.scheduler must be one of ['none', 'multistep', 'cosine']"),
     ],
 )
