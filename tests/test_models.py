@@ -143,11 +143,12 @@ def test_kl_annealing_schedule():
 
 
 # ------------------------------------------------------------------------------------- encoders
-@pytest.mark.parametrize("kind", ["rnn", "odernn"])
+@pytest.mark.parametrize("kind", ["rnn", "gru", "odernn"])
 def test_encoders_ignore_unobserved_values(kind):
     torch.manual_seed(0)
-    if kind == "rnn":
-        encoder = RecognitionRNN(obs_dim=2, latent_dim=3, hidden_dim=6)
+    if kind in ("rnn", "gru"):
+        encoder = RecognitionRNN(obs_dim=2, latent_dim=3, hidden_dim=6,
+                                 cell="gru" if kind == "gru" else "elman")
     else:
         encoder = ODERNN(2, 3, 6, ODESolver(method="rk4", step_size=0.1))
     t = torch.linspace(0, 1, 9)
@@ -184,7 +185,7 @@ def spiral_batch(batch=6, n_obs=7, n_extrap=4):
     }
 
 
-@pytest.mark.parametrize("encoder", ["rnn", "odernn"])
+@pytest.mark.parametrize("encoder", ["rnn", "gru", "odernn"])
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])
 def test_latent_ode_loss_and_gradients_reach_every_part(encoder, objective):
     model = LatentODEModule(
@@ -257,7 +258,7 @@ def test_latent_ode_counts_forward_evaluations():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(encoder="lstm"), "model.encoder must be one of ['rnn', 'odernn'], got 'lstm'"),
+        (dict(encoder="lstm"), "model.encoder must be one of ['rnn', 'gru', 'odernn'], got 'lstm'"),
         (dict(objective="vae"), "model.objective must be one of ['elbo', 'iwae'], got 'vae'"),
         (dict(n_samples=0), "model.n_samples must be an integer >= 1, got 0"),
         (dict(obs_std=0), "model.obs_std must be a number > 0, got 0"),

@@ -7,7 +7,8 @@ observed at :math:`t_i` keeps its hidden state there. Both return ``(mu, logvar)
 
 * :class:`RecognitionRNN` (Chen et al., 2018): an Elman RNN
   :math:`h \leftarrow \tanh(W[x_i, m_i, \Delta_i, h] + b)`, where :math:`\Delta_i` is the time
-  from :math:`t_i` to the series' previously read (later) observation, so irregular gaps are seen.
+  from :math:`t_i` to the series' previously read (later) observation, so irregular gaps are seen
+  (``encoder="rnn"``); ``encoder="gru"`` reads the same inputs with a GRU cell.
 * :class:`ODERNN` (Rubanova et al., 2019): between observation times the hidden state follows
   its own ODE :math:`dh/dt = g(h)` (solved backwards with the model's :class:`ODESolver`); at an
   observation a GRU cell updates it: :math:`h \leftarrow \mathrm{GRU}([x_i, m_i], h)`.
@@ -21,7 +22,7 @@ from torch import nn
 from models.components.mlp import MLP, AutonomousField
 from models.components.ode_solver import ODESolver
 
-ENCODERS = ("rnn", "odernn")
+ENCODERS = ("rnn", "gru", "odernn")
 
 
 def _check_inputs(t: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> None:
@@ -37,12 +38,17 @@ def _check_inputs(t: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> 
 
 
 class RecognitionRNN(nn.Module):
-    """Backward Elman RNN encoder (module docstring)."""
+    """Backward RNN encoder (module docstring): an Elman cell (``cell="elman"``, Chen et al.) or
+    a GRU (``cell="gru"``), whose gates let it combine many observations instead of mostly the
+    last ones it reads."""
 
-    def __init__(self, obs_dim: int, latent_dim: int, hidden_dim: int) -> None:
+    def __init__(self, obs_dim: int, latent_dim: int, hidden_dim: int, cell: str = "elman") -> None:
         super().__init__()
         self.hidden_dim = hidden_dim
-        self.cell = nn.RNNCell(2 * obs_dim + 1, hidden_dim, nonlinearity="tanh")
+        if cell == "gru":
+            self.cell = nn.GRUCell(2 * obs_dim + 1, hidden_dim)
+        else:
+            self.cell = nn.RNNCell(2 * obs_dim + 1, hidden_dim, nonlinearity="tanh")
         self.out = nn.Linear(hidden_dim, 2 * latent_dim)
 
     def forward(
@@ -103,8 +109,8 @@ def build_encoder(
     kind: str, obs_dim: int, latent_dim: int, hidden_dim: int, solver: ODESolver
 ) -> nn.Module:
     """``"rnn"`` -> :class:`RecognitionRNN`, ``"odernn"`` -> :class:`ODERNN`."""
-    if kind == "rnn":
-        return RecognitionRNN(obs_dim, latent_dim, hidden_dim)
+    if kind in ("rnn", "gru"):
+        return RecognitionRNN(obs_dim, latent_dim, hidden_dim, "gru" if kind == "gru" else "elman")
     if kind == "odernn":
         return ODERNN(obs_dim, latent_dim, hidden_dim, solver)
     raise ValueError(f"encoder must be one of {list(ENCODERS)}, got {kind!r}")
