@@ -49,6 +49,13 @@ def _check_int(name: str, value, minimum: int) -> int:
     return value
 
 
+def _check_fraction(name: str, value) -> float:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not 0.0 <= value < 1.0:
+        raise ValueError(f"model.{name} must be in [0, 1), got {value!r}")
+    return float(value)
+
+
 def _check_positive(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"model.{name} must be a number > 0, got {value!r}")
@@ -63,6 +70,19 @@ def hide_observations(mask: torch.Tensor, fraction: float) -> torch.Tensor:
     keep = observed & (draw >= fraction)
     best = torch.where(observed, draw, -1.0).argmax(dim=1, keepdim=True)
     keep = keep.scatter(1, best, observed.gather(1, best))
+    return mask * keep.unsqueeze(-1).to(mask.dtype)
+
+
+def hide_after_cut(mask: torch.Tensor, fraction: float) -> torch.Tensor:
+    """``mask`` (``[B, T, D]``) with each series' observations after a random cut hidden; the
+    cut is uniform over the last ``fraction`` of the window, and a series keeps at least its
+    first observation."""
+    batch, steps = mask.shape[:2]
+    cut = steps - torch.rand(batch, 1, device=mask.device) * (fraction * steps)
+    keep = torch.arange(steps, device=mask.device).unsqueeze(0) < cut
+    observed = mask.amax(dim=-1) > 0
+    first = observed.float().argmax(dim=1, keepdim=True)
+    keep = keep.scatter(1, first, True)
     return mask * keep.unsqueeze(-1).to(mask.dtype)
 
 
@@ -101,6 +121,11 @@ class LatentODEModule(ODEModule):
             likelihood still scores every observation. Any :math:`q` gives a valid ELBO, and
             this one must predict the points it did not see: a regulariser against an encoder
             that memorises its training series (0: off; evaluation always sees everything).
+        encoder_horizon: in training, the encoder sees each series only up to a random cut in
+            the last ``encoder_horizon`` fraction of the window (uniform, per series), while the
+            likelihood scores every observation: the model learns to predict beyond what it has
+            seen, as extrapolation asks of it (the "extrapolation" training of Rubanova et al.,
+            2019, with a random cut). Still a valid ELBO. 0: off.
         window_shift: in training, each step starts the observation window at a random grid
             index up to this fraction of the window, with the time origin moved there (0: off).
             For time-invariant data a later start is just another series; training the encoder
@@ -127,6 +152,7 @@ class LatentODEModule(ODEModule):
         n_samples: int = 1,
         kl_anneal_steps: int = 0,
         encoder_dropout: float = 0.0,
+        encoder_horizon: float = 0.0,
         window_shift: float = 0.0,
         lr: float = 1e-2,
         weight_decay: float = 0.0,
@@ -147,14 +173,9 @@ class LatentODEModule(ODEModule):
             )
         self.n_samples = _check_int("n_samples", n_samples, 1)
         self.kl_anneal_steps = _check_int("kl_anneal_steps", kl_anneal_steps, 0)
-        number = isinstance(encoder_dropout, int | float) and not isinstance(encoder_dropout, bool)
-        if not number or not 0.0 <= encoder_dropout < 1.0:
-            raise ValueError(f"model.encoder_dropout must be in [0, 1), got {encoder_dropout!r}")
-        self.encoder_dropout = float(encoder_dropout)
-        number = isinstance(window_shift, int | float) and not isinstance(window_shift, bool)
-        if not number or not 0.0 <= window_shift < 1.0:
-            raise ValueError(f"model.window_shift must be in [0, 1), got {window_shift!r}")
-        self.window_shift = float(window_shift)
+        self.encoder_dropout = _check_fraction("encoder_dropout", encoder_dropout)
+        self.encoder_horizon = _check_fraction("encoder_horizon", encoder_horizon)
+        self.window_shift = _check_fraction("window_shift", window_shift)
         self.obs_std = _check_positive("obs_std", obs_std)
         self.lr = _check_positive("lr", lr)
         if not isinstance(weight_decay, int | float) or weight_decay < 0:
@@ -222,9 +243,11 @@ class LatentODEModule(ODEModule):
         beta = kl_weight(self.global_step, self.kl_anneal_steps)
         if self.window_shift > 0:
             batch = shift_window(batch, self.window_shift)
-        encoder_mask = None
+        encoder_mask = batch["mask"]
+        if self.encoder_horizon > 0:
+            encoder_mask = hide_after_cut(encoder_mask, self.encoder_horizon)
         if self.encoder_dropout > 0:
-            encoder_mask = hide_observations(batch["mask"], self.encoder_dropout)
+            encoder_mask = hide_observations(encoder_mask, self.encoder_dropout)
         loss, terms = self.loss_terms(batch, beta, encoder_mask)
         terms["kl_weight"] = torch.tensor(beta)
         return loss, terms

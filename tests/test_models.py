@@ -19,7 +19,7 @@ from models.components.objectives import (
     log_normal,
     variational_bound,
 )
-from models.latent_ode import hide_observations, shift_window
+from models.latent_ode import hide_after_cut, hide_observations, shift_window
 
 
 def linear_field(seed: int = 0) -> AutonomousField:
@@ -232,6 +232,21 @@ def test_encoder_dropout_hides_from_the_encoder_only():
     assert torch.equal(seen[-1], batch["mask"])
 
 
+def test_hide_after_cut_hides_a_random_suffix():
+    torch.manual_seed(0)
+    mask = torch.ones(400, 20, 2)
+    mask[0] = 0.0
+    mask[0, 15:] = 1.0  # first observation after every possible cut: still kept
+    hidden = hide_after_cut(mask, 0.5)
+    seen = (hidden.amax(dim=-1) > 0).float()
+    visible = seen.sum(dim=1)
+    # a prefix: once hidden, hidden to the end
+    assert bool((seen[1:, 1:] <= seen[1:, :-1]).all())
+    assert bool((visible[1:] >= 10).all()) and bool((visible[1:] <= 20).all())
+    assert abs(float(visible[1:].mean()) - 15.0) < 0.6  # cut uniform over the last half
+    assert seen[0, 15] == 1 and seen[0].sum() == 1
+
+
 def test_shift_window_moves_the_time_origin():
     torch.manual_seed(0)
     batch = spiral_batch()
@@ -265,6 +280,7 @@ def test_latent_ode_counts_forward_evaluations():
         (dict(solver={"method": "rk23"}), "solver.method must be one of"),
         (dict(encoder_dropout=1.0), "model.encoder_dropout must be in [0, 1), got 1.0"),
         (dict(window_shift=-0.1), "model.window_shift must be in [0, 1), got -0.1"),
+        (dict(encoder_horizon=True), "model.encoder_horizon must be in [0, 1), got True"),
         (dict(scheduler="step"), "model.scheduler must be one of ['none', 'multistep', 'cosine']"),
     ],
 )
