@@ -36,6 +36,7 @@ from models.components.objectives import (
     gaussian_log_likelihood,
     kl_standard_normal,
     kl_weight,
+    log_normal,
     variational_bound,
 )
 from models.components.ode_solver import ODESolver
@@ -90,10 +91,15 @@ def shift_window(batch: Mapping[str, torch.Tensor], fraction: float) -> dict[str
     """The batch's observation window started at a random grid index ``k`` in
     ``[0, fraction * (T - 1)]`` (one ``k`` for the whole batch, so the time grid stays shared),
     with times measured from ``t_obs[k]``."""
-    t = batch["t_obs"]
-    k = int(torch.randint(0, int(fraction * (t.shape[0] - 1)) + 1, ()).item())
+    k = int(torch.randint(0, int(fraction * (batch["t_obs"].shape[0] - 1)) + 1, ()).item())
+    return window_from(batch, k)
+
+
+def window_from(batch: Mapping[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+    """The batch's observations from grid index ``k`` on, times measured from ``t_obs[k]``."""
     if k == 0:
         return dict(batch)
+    t = batch["t_obs"]
     return {
         **batch,
         "t_obs": t[k:] - t[k],
@@ -103,7 +109,7 @@ def shift_window(batch: Mapping[str, torch.Tensor], fraction: float) -> dict[str
 
 
 class LatentODEModule(ODEModule):
-    """Latent ODE (module docstring).
+    r"""Latent ODE (module docstring).
 
     Args:
         obs_dim: dimension of an observation (given by the data module).
@@ -126,6 +132,12 @@ class LatentODEModule(ODEModule):
             likelihood scores every observation: the model learns to predict beyond what it has
             seen, as extrapolation asks of it (the "extrapolation" training of Rubanova et al.,
             2019, with a random cut). Still a valid ELBO. 0: off.
+        consistency_weight, consistency_shift: weight of a latent-consistency term (0: off):
+            the posterior of the window started ``k`` grid points later (``k`` random, up to
+            ``consistency_shift`` of the window) must explain the latent state the ODE reaches
+            from :math:`z_0` at ``t_k``: :math:`-\log q(z_{t_k} \mid x_{t \ge t_k})`. For
+            time-invariant data, so the flow keeps latent states where the encoder puts the
+            starts of other series, which is what extrapolation beyond the window relies on.
         window_shift: in training, each step starts the observation window at a random grid
             index up to this fraction of the window, with the time origin moved there (0: off).
             For time-invariant data a later start is just another series; training the encoder
@@ -154,6 +166,8 @@ class LatentODEModule(ODEModule):
         encoder_dropout: float = 0.0,
         encoder_horizon: float = 0.0,
         window_shift: float = 0.0,
+        consistency_weight: float = 0.0,
+        consistency_shift: float = 0.5,
         lr: float = 1e-2,
         weight_decay: float = 0.0,
         scheduler: str = "none",
@@ -176,6 +190,13 @@ class LatentODEModule(ODEModule):
         self.encoder_dropout = _check_fraction("encoder_dropout", encoder_dropout)
         self.encoder_horizon = _check_fraction("encoder_horizon", encoder_horizon)
         self.window_shift = _check_fraction("window_shift", window_shift)
+        if isinstance(consistency_weight, bool) or not isinstance(consistency_weight, int | float) \
+                or consistency_weight < 0:
+            raise ValueError(
+                f"model.consistency_weight must be a number >= 0, got {consistency_weight!r}"
+            )
+        self.consistency_weight = float(consistency_weight)
+        self.consistency_shift = _check_fraction("consistency_shift", consistency_shift)
         self.obs_std = _check_positive("obs_std", obs_std)
         self.lr = _check_positive("lr", lr)
         if not isinstance(weight_decay, int | float) or weight_decay < 0:
@@ -227,7 +248,7 @@ class LatentODEModule(ODEModule):
         mu, logvar = self.encode(seen)
         std = (0.5 * logvar).exp()
         z0 = mu + std * torch.randn((self.n_samples, *mu.shape), device=mu.device, dtype=mu.dtype)
-        _, x_mean = self.decode(z0, batch["t_obs"])
+        z, x_mean = self.decode(z0, batch["t_obs"])
         log_px = gaussian_log_likelihood(batch["values"], x_mean, self.obs_std, batch["mask"])
         bound = variational_bound(self.objective, log_px, z0, mu, logvar, beta)
         kl = kl_standard_normal(mu, logvar)
@@ -236,7 +257,23 @@ class LatentODEModule(ODEModule):
             "kl": kl.mean(),
             "log_px": log_px.mean(),
         }
-        return -bound.mean(), terms
+        loss = -bound.mean()
+        if self.consistency_weight > 0 and self.training:
+            consistency = self.consistency_term(batch, z)
+            terms["consistency"] = consistency.detach()
+            loss = loss + self.consistency_weight * consistency
+        return loss, terms
+
+    def consistency_term(
+        self, batch: Mapping[str, torch.Tensor], z: torch.Tensor
+    ) -> torch.Tensor:
+        r""":math:`-\log q(z_{t_k} \mid x_{t \ge t_k})` averaged over samples and series, for
+        latent paths ``z`` (``[S, B, T, L]``) and a random ``k`` (see ``consistency_weight``)."""
+        steps = batch["t_obs"].shape[0]
+        k = int(torch.randint(1, int(self.consistency_shift * (steps - 1)) + 2, ()).item())
+        k = min(k, steps - 1)
+        mu_k, logvar_k = self.encode(window_from(batch, k))
+        return -log_normal(z[..., k, :], mu_k, logvar_k).mean()
 
     # --------------------------------------------------------------------------------- training
     def training_loss(self, batch):

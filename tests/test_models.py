@@ -247,6 +247,26 @@ def test_hide_after_cut_hides_a_random_suffix():
     assert seen[0, 15] == 1 and seen[0].sum() == 1
 
 
+def test_consistency_term_ties_the_flow_to_later_windows():
+    """The term is -log q(z(t_k) | window from t_k): zero gradient would mean it is not wired
+    to the dynamics; it is left out of evaluation losses."""
+    torch.manual_seed(0)
+    model = LatentODEModule(obs_dim=2, consistency_weight=1.0,
+                            solver=dict(method="rk4", step_size=0.1))
+    batch = spiral_batch()
+    mu, logvar = model.encode(batch)
+    z, _ = model.decode(mu.unsqueeze(0), batch["t_obs"])
+    term = model.consistency_term(batch, z)
+    term.backward()
+    assert torch.isfinite(term)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.dynamics.parameters())
+    _, terms = model.training_loss(batch)
+    assert "consistency" in terms
+    model.eval()
+    _, terms = model.loss_terms(batch, 1.0)
+    assert "consistency" not in terms
+
+
 def test_shift_window_moves_the_time_origin():
     torch.manual_seed(0)
     batch = spiral_batch()
@@ -281,6 +301,7 @@ def test_latent_ode_counts_forward_evaluations():
         (dict(encoder_dropout=1.0), "model.encoder_dropout must be in [0, 1), got 1.0"),
         (dict(window_shift=-0.1), "model.window_shift must be in [0, 1), got -0.1"),
         (dict(encoder_horizon=True), "model.encoder_horizon must be in [0, 1), got True"),
+        (dict(consistency_weight=-1), "model.consistency_weight must be a number >= 0, got -1"),
         (dict(scheduler="step"), "model.scheduler must be one of ['none', 'multistep', 'cosine']"),
     ],
 )
