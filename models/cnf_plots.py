@@ -11,23 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+from models.figures import plt, save_figure
 
 Bounds = tuple[float, float, float, float]
 MAX_FLOW_PANELS = 6
-
-
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
 
 
 def _frame(ax, bounds: Bounds, title: str) -> None:
@@ -60,7 +49,7 @@ def plot_density(
     density = log_p.exp().numpy()
     right.pcolormesh(xs.numpy(), ys.numpy(), density, cmap="viridis", shading="auto")
     _frame(right, bounds, "learned density")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_samples(data: torch.Tensor, samples: torch.Tensor, bounds: Bounds, path: Path) -> Path:
@@ -70,7 +59,7 @@ def plot_samples(data: torch.Tensor, samples: torch.Tensor, bounds: Bounds, path
     _frame(left, bounds, "data")
     right.scatter(samples[:, 0], samples[:, 1], s=1, c="C3", alpha=0.5)
     _frame(right, bounds, f"{len(samples)} model samples")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_flow(
@@ -106,4 +95,4 @@ def plot_flow(
         f"grid carried from base to data space ({len(end_times)} block(s), total T = {total:.3g})",
         fontsize=9,
     )
-    return _save(fig, path)
+    return save_figure(fig, path)

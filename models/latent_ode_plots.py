@@ -12,11 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+from models.figures import plt, save_figure
 
 
 def _grid(n: int, width: float = 3.2, height: float = 3.0):
@@ -26,15 +24,6 @@ def _grid(n: int, width: float = 3.2, height: float = 3.0):
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, axes.flat
-
-
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
 
 
 def plot_reconstructions(
@@ -81,7 +70,7 @@ def plot_reconstructions(
             ax.set_xlabel("t")
         ax.set_title(f"example {i}")
     axes[0].legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_latents(
@@ -100,7 +89,7 @@ def plot_latents(
         ax.set_xlabel("t")
         ax.set_title(f"latent path, example {i}")
     axes[0].legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_prior_samples(samples: Mapping[str, torch.Tensor], path: Path) -> Path:
@@ -118,4 +107,4 @@ def plot_prior_samples(samples: Mapping[str, torch.Tensor], path: Path) -> Path:
     else:
         ax.set_xlabel("t")
     ax.set_title(f"{x.shape[0]} samples from the prior")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -13,20 +13,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+from models.figures import plt, save_figure
 
 
 def pca_2d(points: torch.Tensor) -> torch.Tensor:
@@ -73,7 +62,7 @@ def plot_trajectories(
     ax_dist.set_xlabel("t")
     ax_dist.set_ylabel("|h(t) - h(0)| / |h(0)|")
     ax_dist.set_title("relative distance travelled", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def find_metrics_csv(recorded: str | None, out_dir: Path) -> Path | None:
@@ -123,4 +112,4 @@ def plot_nfe(metrics_csv: str | Path, path: Path) -> Path:
     ax_acc.set_xlabel("training step")
     ax_acc.set_ylabel("validation accuracy")
     ax_acc.set_title("validation accuracy" if steps else "validation accuracy (not logged)")
-    return _save(fig, path)
+    return save_figure(fig, path)
