@@ -13,16 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from datamodules.classification import ImageClassificationDataModule, seeded_partition
-
-
-def _check_split(split: Sequence[float]) -> tuple[float, float, float]:
-    values = tuple(float(v) for v in split)
-    if len(values) != 3 or any(v <= 0 for v in values) or abs(sum(values) - 1.0) > 1e-6:
-        raise ValueError(
-            "datamodule.split must be three positive fractions (train, val, test) summing to 1, "
-            f"got {list(split)!r}"
-        )
-    return values
+from datamodules.splits import check_split
 
 
 def load_digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,7 +47,7 @@ class DigitsDataModule(ImageClassificationDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__(batch_size, normalize, crop_padding, seed, num_workers)
-        self.split = _check_split(split)
+        self.split = check_split(split)
         self.save_hyperparameters(logger=False)
 
     def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.splits import SplitDataModule
+from datamodules.splits import SplitDataModule, check_split
 
 BATCH_KEYS = ("values", "mask", "truth", "extrap")
 
@@ -106,14 +106,6 @@ class TimeSeriesDataset(Dataset):
         return batch
 
 
-def _check_split(split: Sequence[float]) -> tuple[float, float, float]:
-    values = tuple(float(v) for v in split)
-    if len(values) != 3 or any(v <= 0 for v in values) or abs(sum(values) - 1.0) > 1e-6:
-        raise ValueError(
-            "split must be three positive fractions (train, val, test) summing to 1, "
-            f"got {list(split)!r}"
-        )
-    return values
 
 
 def check_positive_int(name: str, value, minimum: int = 1) -> int:
@@ -134,7 +126,7 @@ class TimeSeriesSplit:
     """Seeded train/val/test partition of ``n`` series by fractions."""
 
     def __init__(self, n: int, split: Sequence[float], rng: np.random.Generator) -> None:
-        fractions = _check_split(split)
+        fractions = check_split(split)
         n_train = int(round(fractions[0] * n))
         n_val = int(round(fractions[1] * n))
         n_test = n - n_train - n_val
@@ -163,7 +155,7 @@ class TimeSeriesDataModule(SplitDataModule):
     ) -> None:
         super().__init__()
         self.batch_size = check_positive_int("batch_size", batch_size)
-        self.split = _check_split(split)
+        self.split = check_split(split)
         self.seed = check_positive_int("seed", seed, minimum=0)
         self.num_workers = check_positive_int("num_workers", num_workers, minimum=0)
         self.data: TimeSeriesData | None = None
