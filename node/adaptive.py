@@ -107,8 +107,8 @@ def integrate_adaptive(
             stats.n_accepted += 1
             if callbacks is not None:
                 callbacks.accept(tau, y, h)
-            thetas, exact_end = [], False
             if next_out <= tau1:
+                thetas = []
                 while i < n_out and taus[i] <= tau1:
                     thetas.append((taus[i] - tau) / h_eff)
                     i += 1
@@ -127,7 +127,7 @@ def integrate_adaptive(
                     return result
                 next_out = taus[i]
             elif tape is not None:
-                tape.accept(tau, y, K, h_eff, tau1, h, on_jump, False, thetas, exact_end)
+                tape.accept(tau, y, K, h_eff, tau1, h, on_jump, False, (), False)
             if observer is not None and observer(tau, y, tau1, y1, K, h):
                 result.tau, result.h = tau1, h_eff
                 return result
