@@ -267,6 +267,34 @@ def test_consistency_term_ties_the_flow_to_later_windows():
     assert "consistency" not in terms
 
 
+def test_posterior_mode_improves_the_map_objective_without_touching_parameters():
+    """Refinement climbs log p(x | z0) + log p(z0) from the encoder's mean, under Lightning's
+    inference mode too, and leaves the model's parameters without gradients."""
+    torch.manual_seed(0)
+    model = LatentODEModule(obs_dim=2, refine_steps=30, refine_lr=0.05,
+                            solver=dict(method="rk4", step_size=0.1))
+    model.eval()
+
+    def log_joint(batch, z0):
+        _, x = model.decode(z0, batch["t_obs"])
+        prior = log_normal(z0, torch.zeros_like(z0), torch.zeros_like(z0))
+        return gaussian_log_likelihood(batch["values"], x, model.obs_std, batch["mask"]) + prior
+
+    with torch.inference_mode():
+        batch = spiral_batch()
+        pred = model.predict(batch)
+        mu = pred["mu"]
+        z0 = pred["z0"]
+    assert not torch.equal(z0, mu)
+    with torch.no_grad():
+        assert bool((log_joint(batch, z0) > log_joint(batch, mu)).all())
+        _, x = model.decode(z0, pred["t"])
+    torch.testing.assert_close(pred["x"], x)
+    assert all(p.grad is None for p in model.parameters())
+    model.refine_steps = 0
+    assert torch.equal(model.predict(batch)["z0"], model.predict(batch)["mu"])
+
+
 def test_shift_window_moves_the_time_origin():
     torch.manual_seed(0)
     batch = spiral_batch()
@@ -302,6 +330,8 @@ def test_latent_ode_counts_forward_evaluations():
         (dict(window_shift=-0.1), "model.window_shift must be in [0, 1), got -0.1"),
         (dict(encoder_horizon=True), "model.encoder_horizon must be in [0, 1), got True"),
         (dict(consistency_weight=-1), "model.consistency_weight must be a number >= 0, got -1"),
+        (dict(refine_steps=-1), "model.refine_steps must be an integer >= 0, got -1"),
+        (dict(refine_lr=0.0), "model.refine_lr must be a number > 0, got 0.0"),
         (dict(scheduler="step"), "model.scheduler must be one of ['none', 'multistep', 'cosine']"),
     ],
 )

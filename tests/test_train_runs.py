@@ -63,10 +63,12 @@ def test_periodic_data_with_ode_rnn_and_iwae(tiny_train, tmp_path):
         "datamodule.n_series=30",
         "datamodule.n_points=14",
         "datamodule.n_extrap=4",
+        "model.refine_steps=2",
         *FDR,
     ]
     metrics = tiny_train(overrides, tmp_path, spirals=False)["metrics"]
     assert torch.isfinite(torch.tensor(metrics["test/loss"]))
+    assert torch.isfinite(torch.tensor(metrics["test/extrap_rmse_encoder"]))
     assert metrics["nfe_forward_per_step"] > 0
 
 
