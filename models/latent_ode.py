@@ -120,7 +120,9 @@ class LatentODEModule(ODEModule):
         encoder: ``"rnn"`` or ``"odernn"``.
         encoder_hidden: hidden units of the encoder (25 in Chen et al.).
         dynamics_hidden, dynamics_layers: width and depth of the latent dynamics MLP (ELU).
-        decoder_hidden: hidden units of the decoder MLP (ReLU, one hidden layer).
+        decoder_hidden, decoder_layers: width and number of hidden layers of the decoder MLP
+            (ReLU); ``decoder_layers=0`` makes the decoder affine, so the latent state carries
+            the observation's coordinates and the flow must model their dynamics itself.
         obs_std: standard deviation :math:`s` of the observation model.
         objective: ``"elbo"`` or ``"iwae"``.
         n_samples: posterior samples per series in training (``K``).
@@ -167,6 +169,7 @@ class LatentODEModule(ODEModule):
         dynamics_hidden: int = 20,
         dynamics_layers: int = 2,
         decoder_hidden: int = 20,
+        decoder_layers: int = 1,
         obs_std: float = 0.3,
         objective: str = "elbo",
         n_samples: int = 1,
@@ -222,7 +225,12 @@ class LatentODEModule(ODEModule):
         self.dynamics = AutonomousField(
             MLP(latent_dim, dynamics_hidden, latent_dim, dynamics_layers, "elu")
         )
-        self.decoder = MLP(latent_dim, decoder_hidden, obs_dim, 1, "relu")
+        _check_int("decoder_layers", decoder_layers, 0)
+        self.decoder = (
+            MLP(latent_dim, decoder_hidden, obs_dim, decoder_layers, "relu")
+            if decoder_layers > 0
+            else torch.nn.Linear(latent_dim, obs_dim)
+        )
         self.metrics = torch.nn.ModuleDict(
             {
                 f"{stage}_{name}": MeanSquaredError(squared=name == "interp_mse")

@@ -206,6 +206,21 @@ def test_latent_ode_loss_and_gradients_reach_every_part(encoder, objective):
     assert pred["x"].shape == (6, 11, 2) and pred["z"].shape == (6, 11, 4)
 
 
+@pytest.mark.parametrize("layers", [0, 1, 2])
+def test_latent_ode_decoder_depth(layers):
+    """``decoder_layers`` hidden layers; 0 is an affine map, whose decoded means are affine in
+    the latent state."""
+    torch.manual_seed(0)
+    model = LatentODEModule(obs_dim=2, decoder_layers=layers, decoder_hidden=5)
+    linears = [m for m in model.decoder.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == layers + 1
+    z = 10 * torch.randn(4)
+    z = torch.stack([z, -z])  # far apart: a ReLU network bends between them
+    mid = model.decoder(0.5 * (z[0] + z[1]))
+    affine = torch.allclose(mid, 0.5 * (model.decoder(z[0]) + model.decoder(z[1])), atol=1e-6)
+    assert affine == (layers == 0)
+
+
 def test_hide_observations_keeps_at_least_one_time_per_series():
     torch.manual_seed(0)
     mask = torch.zeros(50, 20, 2)
@@ -330,6 +345,7 @@ def test_latent_ode_counts_forward_evaluations():
         (dict(window_shift=-0.1), "model.window_shift must be in [0, 1), got -0.1"),
         (dict(encoder_horizon=True), "model.encoder_horizon must be in [0, 1), got True"),
         (dict(consistency_weight=-1), "model.consistency_weight must be a number >= 0, got -1"),
+        (dict(decoder_layers=-1), "model.decoder_layers must be an integer >= 0, got -1"),
         (dict(refine_steps=-1), "model.refine_steps must be an integer >= 0, got -1"),
         (dict(refine_lr=0.0), "model.refine_lr must be a number > 0, got 0.0"),
         (dict(scheduler="step"), "model.scheduler must be one of ['none', 'multistep', 'cosine']"),
