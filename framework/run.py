@@ -79,6 +79,16 @@ def _check_resume_path(ckpt_path: str | None) -> str | None:
     return str(ckpt_path)
 
 
+def _last_checkpoint(trainer: L.Trainer) -> str:
+    """This run's newest checkpoint: the file of a checkpoint callback without a monitor
+    (``callbacks/last_checkpoint.yaml``), else a ``save_last`` copy, else ``""``."""
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "monitor", "") is None and callback.best_model_path:
+            return callback.best_model_path
+    return next((cb.last_model_path for cb in trainer.checkpoint_callbacks
+                 if getattr(cb, "last_model_path", "")), "")
+
+
 def _log_config(trainer: L.Trainer, cfg: DictConfig) -> None:
     if not trainer.loggers:
         return
@@ -157,7 +167,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     def solver_failure(err: node.SolverError) -> TrainingSolverFailure:
         # the newest state on disk: this run's last.ckpt, else the checkpoint it resumed from
         ckpt = trainer.checkpoint_callback
-        last = getattr(ckpt, "last_model_path", "") or cfg.get("ckpt_path") or ""
+        last = _last_checkpoint(trainer) or cfg.get("ckpt_path") or ""
         last = last or getattr(ckpt, "best_model_path", "")
         return TrainingSolverFailure(monitor.describe(err, last or None))
 
@@ -175,7 +185,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     # when the best checkpoint was written
     ckpt_cb = trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") or ""
-    last = getattr(ckpt_cb, "last_model_path", "") or ""
+    last = _last_checkpoint(trainer)
     if cfg.get("test", True):
         # evaluate the best checkpoint of this fit; with train=false, the one given as ckpt_path
         tested = best or (

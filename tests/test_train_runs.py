@@ -142,6 +142,18 @@ def test_resume_continues_from_saved_step(tiny_train, tmp_path):
     assert logged_steps and min(logged_steps) >= steps
 
 
+def test_last_checkpoint_is_the_newest_state_when_the_best_is_older(tiny_train, tmp_path):
+    """last.ckpt must follow the run, not the best checkpoint (Lightning 2.6's ``save_last``
+    only copies a new best): monitoring the epoch with mode=min keeps epoch 0 as the best."""
+    overrides = ["trainer.max_epochs=3", "callbacks.model_checkpoint.monitor=epoch"]
+    paths = tiny_train(overrides, tmp_path)["paths"]
+    best = torch.load(paths["best_checkpoint"], map_location="cpu", weights_only=True)
+    last = torch.load(paths["last_checkpoint"], map_location="cpu", weights_only=True)
+    assert Path(paths["last_checkpoint"]).name == "last.ckpt"
+    assert best["epoch"] == 0
+    assert last["epoch"] == 2 and last["global_step"] == 3 * best["global_step"]
+
+
 def test_missing_resume_checkpoint_is_named(tiny_train, tmp_path):
     with pytest.raises(FileNotFoundError, match="ckpt_path must name an existing checkpoint"):
         tiny_train([f"ckpt_path={tmp_path / 'nope.ckpt'}"], tmp_path)
