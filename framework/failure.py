@@ -4,8 +4,8 @@
 When a ``node.SolverError`` escapes from ``trainer.fit`` (a step budget exhausted, a non-finite
 state, a step size underflow, in the forward pass or in an adjoint's backward solve),
 :func:`framework.run.train` raises :class:`TrainingSolverFailure` with a message that names that
-position, the solver's own diagnosis, and the last checkpoint written before the failure (which
-``ModelCheckpoint(save_last=True)`` leaves untouched).
+position, the solver's own diagnosis, and the last checkpoint written before the failure (the
+``last_checkpoint`` callback's ``last.ckpt``, which the failed epoch leaves untouched).
 """
 
 from __future__ import annotations
