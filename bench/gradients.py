@@ -397,21 +397,14 @@ CHANNEL_NORMS = (
 
 def _channel_table(t_values) -> str:
     """Backward / forward evaluations of node's adjoint with the error test on each channel."""
-    import node
-
     rows = []
     for t_end in t_values:
         prob = problem(t_end)
-        params = tuple(prob.func.parameters())
         row = [f"{t_end:g}"]
-        for _, norm in CHANNEL_NORMS:
-            counter = CallCounter(prob.func)
-            options = None if norm is None else {"norm": norm}
-            ys = node.odeint_adjoint(counter, prob.y0, prob.t, rtol=TOL, atol=TOL,
-                                     method=METHOD, adjoint_options=options)
-            forward = counter.calls
-            torch.autograd.grad(loss_of(ys), params)
-            row.append(f"{(counter.calls - forward) / forward:.2f}")
+        for label, norm in CHANNEL_NORMS:
+            options = {} if norm is None else {"adjoint_options": {"norm": norm}}
+            c = counted(Variant(label, "node", label, _node(gradient="adjoint", **options)), prob)
+            row.append(f"{c.nfe_backward / c.nfe_forward:.2f}")
         rows.append(row)
     headers = ["T"] + [f"bwd / fwd, norm on {label}" for label, _ in CHANNEL_NORMS]
     return md_table(headers, rows, [True] * len(headers))
