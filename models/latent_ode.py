@@ -33,7 +33,7 @@ from torchmetrics import MeanSquaredError
 
 from models.base import ODEModule
 from models.components.encoders import ENCODERS, build_encoder
-from models.components.mlp import MLP, AutonomousField
+from models.components.mlp import ACTIVATIONS, MLP, AutonomousField, LinearPlusMLP
 from models.components.objectives import (
     OBJECTIVES,
     gaussian_log_likelihood,
@@ -119,7 +119,13 @@ class LatentODEModule(ODEModule):
         latent_dim: dimension of :math:`z` (4 in Chen et al.).
         encoder: ``"rnn"`` or ``"odernn"``.
         encoder_hidden: hidden units of the encoder (25 in Chen et al.).
-        dynamics_hidden, dynamics_layers: width and depth of the latent dynamics MLP (ELU).
+        dynamics_hidden, dynamics_layers: width and depth of the latent dynamics MLP.
+        dynamics_activation: the dynamics MLP's activation (``elu``, as Chen et al.; ``tanh``,
+            ``relu``, ``softplus``).
+        dynamics_linear: add a learned linear term, :math:`f(z) = A z + \mathrm{mlp}(z)` (see
+            :class:`~models.components.mlp.LinearPlusMLP`): the linear part carries rotation
+            and growth unchanged to latent states beyond those the training windows reach,
+            where extrapolation goes.
         decoder_hidden, decoder_layers: width and number of hidden layers of the decoder MLP
             (ReLU); ``decoder_layers=0`` makes the decoder affine, so the latent state carries
             the observation's coordinates and the flow must model their dynamics itself.
@@ -168,6 +174,8 @@ class LatentODEModule(ODEModule):
         encoder_hidden: int = 25,
         dynamics_hidden: int = 20,
         dynamics_layers: int = 2,
+        dynamics_activation: str = "elu",
+        dynamics_linear: bool = False,
         decoder_hidden: int = 20,
         decoder_layers: int = 1,
         obs_std: float = 0.3,
@@ -222,9 +230,17 @@ class LatentODEModule(ODEModule):
 
         self.solver = ODESolver.from_config(solver)
         self.encoder = build_encoder(encoder, obs_dim, latent_dim, encoder_hidden, self.solver)
-        self.dynamics = AutonomousField(
-            MLP(latent_dim, dynamics_hidden, latent_dim, dynamics_layers, "elu")
-        )
+        if dynamics_activation not in ACTIVATIONS:
+            raise ValueError(
+                f"model.dynamics_activation must be one of {list(ACTIVATIONS)}, "
+                f"got {dynamics_activation!r}"
+            )
+        if not isinstance(dynamics_linear, bool):
+            raise ValueError(
+                f"model.dynamics_linear must be true or false, got {dynamics_linear!r}"
+            )
+        field = MLP(latent_dim, dynamics_hidden, latent_dim, dynamics_layers, dynamics_activation)
+        self.dynamics = AutonomousField(LinearPlusMLP(field) if dynamics_linear else field)
         _check_int("decoder_layers", decoder_layers, 0)
         self.decoder = (
             MLP(latent_dim, decoder_hidden, obs_dim, decoder_layers, "relu")

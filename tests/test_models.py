@@ -12,6 +12,7 @@ import node
 from models import LatentODEModule
 from models.components import MLP, AutonomousField, ODESolver
 from models.components.encoders import ODERNN, RecognitionRNN
+from models.components.mlp import ACTIVATIONS, LinearPlusMLP
 from models.components.objectives import (
     gaussian_log_likelihood,
     kl_standard_normal,
@@ -221,6 +222,31 @@ def test_latent_ode_decoder_depth(layers):
     assert affine == (layers == 0)
 
 
+def test_linear_plus_mlp_starts_as_its_mlp_and_keeps_its_linear_part_far_out():
+    """``A y + mlp(y)`` with ``A = 0`` at initialisation; with a tanh MLP, far from the origin
+    the field is ``A y`` plus a term that no longer grows with ``|y|``."""
+    torch.manual_seed(0)
+    mlp = MLP(3, 8, 3, 2, "tanh")
+    field = LinearPlusMLP(mlp)
+    y = torch.randn(5, 3)
+    torch.testing.assert_close(field(y), mlp(y))
+    with torch.no_grad():
+        field.linear.weight.copy_(torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0, 0, 0.5]]))
+    far = 1e4 * y
+    torch.testing.assert_close(field(far), far @ field.linear.weight.T + mlp(far))
+    assert (field(far) - mlp(far)).abs().max() > 1e3
+    torch.testing.assert_close(mlp(far), mlp(2 * far))  # saturated: depends on direction only
+
+
+@pytest.mark.parametrize(("activation", "linear"), [("elu", False), ("tanh", True)])
+def test_latent_ode_dynamics_options(activation, linear):
+    model = LatentODEModule(obs_dim=2, dynamics_activation=activation, dynamics_linear=linear)
+    net = model.dynamics.net
+    assert isinstance(net, LinearPlusMLP) == linear
+    mlp = net.mlp if linear else net
+    assert isinstance(mlp[1], ACTIVATIONS[activation])
+
+
 def test_hide_observations_keeps_at_least_one_time_per_series():
     torch.manual_seed(0)
     mask = torch.zeros(50, 20, 2)
@@ -346,6 +372,12 @@ def test_latent_ode_counts_forward_evaluations():
         (dict(encoder_horizon=True), "model.encoder_horizon must be in [0, 1), got True"),
         (dict(consistency_weight=-1), "model.consistency_weight must be a number >= 0, got -1"),
         (dict(decoder_layers=-1), "model.decoder_layers must be an integer >= 0, got -1"),
+        (
+            dict(dynamics_activation="gelu"),
+            "model.dynamics_activation must be one of ['tanh', 'relu', 'elu', 'softplus'], "
+            "got 'gelu'",
+        ),
+        (dict(dynamics_linear="yes"), "model.dynamics_linear must be true or false, got 'yes'"),
         (dict(refine_steps=-1), "model.refine_steps must be an integer >= 0, got -1"),
         (dict(refine_lr=0.0), "model.refine_lr must be a number > 0, got 0.0"),
         (dict(scheduler="step"), "model.scheduler must be one of ['none', 'multistep', 'cosine']"),
