@@ -10,8 +10,9 @@ Steps of :func:`train`:
    :class:`~framework.failure.TrainingSolverFailure` naming epoch, batch and diagnosis;
 3. test on the best checkpoint (the current weights if no checkpoint was written; with
    ``train=false``, the checkpoint ``ckpt_path``);
-4. write the model's plots and ``metrics.json`` (final metrics, evaluation counts, wall time,
-   paths) into the run's output folder, and log where checkpoints, metrics and plots are.
+4. write the model's plots and ``metrics.json`` (final metrics, the best checkpoint's score as
+   ``best/<monitor>``, evaluation counts, wall time, paths) into the run's output folder, and
+   log where checkpoints, metrics and plots are.
 """
 
 from __future__ import annotations
@@ -185,6 +186,11 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     # when the best checkpoint was written
     ckpt_cb = trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") or ""
+    score = getattr(ckpt_cb, "best_model_score", None)
+    if score is not None and getattr(ckpt_cb, "monitor", None):
+        # the score that chose the best checkpoint: what to pick a run of a seed sweep by, where
+        # the final val/* metrics are only those of the last validation
+        metrics[f"best/{ckpt_cb.monitor}"] = float(score)
     last = _last_checkpoint(trainer)
     if cfg.get("test", True):
         # evaluate the best checkpoint of this fit; with train=false, the one given as ckpt_path
@@ -234,7 +240,9 @@ def report(result: dict[str, Any]) -> None:
     paths, metrics = result["paths"], result["metrics"]
     lines = [f"Run finished in {metrics['wall_time_s']:.1f} s. Outputs in {paths['output_dir']}"]
     if paths["best_checkpoint"] or paths["last_checkpoint"]:
-        lines.append(f"  best checkpoint: {paths['best_checkpoint'] or '-'}")
+        best = paths["best_checkpoint"] or "-"
+        scores = [f"{k[5:]}={v:.4g}" for k, v in metrics.items() if k.startswith("best/")]
+        lines.append(f"  best checkpoint: {best}" + (f" ({scores[0]})" if scores else ""))
         lines.append(f"  last checkpoint: {paths['last_checkpoint'] or '-'}")
     else:
         lines.append("  checkpoints: none written (checkpointing disabled or fast_dev_run)")

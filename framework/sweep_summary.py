@@ -79,7 +79,10 @@ def shared_overrides(overrides: list[list[str]]) -> list[str]:
 def _columns(rows: list[dict[str, Any]]) -> list[str]:
     present = {key for row in rows for key in row}
     head = ["job", "overrides", "status"]
-    metrics = [k for k in PREFERRED if k in present]
+    # best/<monitor>: the validation score that chose each run's tested checkpoint, the one to
+    # pick a run of a seed sweep by
+    best = sorted(k for k in present if k.startswith("best/"))
+    metrics = best + [k for k in PREFERRED if k in present]
     rest = sorted(present - set(head) - set(metrics) - {"error"})
     tail = ["error"] if "error" in present else []
     return head + metrics + rest + tail
@@ -104,7 +107,8 @@ def write_summary(sweep_dir: Path, stem: str = "summary") -> tuple[Path, Path] |
         writer.writerows(rows)
     md_lines = [f"Settings of every run: `{' '.join(common)}`", ""] if common else []
     # the Markdown table keeps the headline columns; the CSV has every metric
-    md_columns = [c for c in columns if c in ("job", "overrides", "status", "error", *PREFERRED)]
+    headline = ("job", "overrides", "status", "error", *PREFERRED)
+    md_columns = [c for c in columns if c in headline or c.startswith("best/")]
     md_lines += [
         "| " + " | ".join(md_columns) + " |",
         "|" + "|".join("---" for _ in md_columns) + "|",

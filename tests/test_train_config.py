@@ -10,6 +10,7 @@ from pathlib import Path
 import hydra
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
 
 import node
 from models.components import ODESolver
@@ -86,7 +87,6 @@ def test_models_take_their_solver_from_the_solver_group(
         "solver.gradient=adjoint",
     ]
     cfg = compose_cfg(overrides)
-    from omegaconf import OmegaConf
 
     # the data shapes a model takes: vectors (obs_dim) or, for classifiers, images and classes
     dims = {"obs_dim": 2}
@@ -98,6 +98,25 @@ def test_models_take_their_solver_from_the_solver_group(
     solvers = built.ode_solvers()
     assert solvers and all(s.method == "rk4" and s.step_size == 0.05 for s in solvers)
     assert all(s.gradient == "adjoint" for s in solvers)
+
+
+def test_spirals_30_point_recipe_is_the_base_recipe_plus_its_own_settings(compose_cfg):
+    derived = compose_cfg(["experiment=spirals_chen2018_30"])
+    base = compose_cfg(
+        [
+            "experiment=spirals_chen2018",
+            "task_name=spirals_chen2018_30",
+            "datamodule.n_obs=30",
+            "model.obs_std=0.12",
+            "model.weight_decay=1e-4",
+            "trainer.check_val_every_n_epoch=10",
+        ]
+    )
+    # the derived recipe's own values win over those of the recipe it extends
+    assert compose_cfg(["experiment=spirals_chen2018"]).datamodule.n_obs == 100
+    assert derived.datamodule.n_obs == 30 and derived.model.obs_std == 0.12
+    derived, base = (OmegaConf.to_container(c, resolve=False) for c in (derived, base))
+    assert derived == base
 
 
 def test_unknown_solver_name_lists_the_options(compose_cfg):

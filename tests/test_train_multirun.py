@@ -92,3 +92,32 @@ def test_summary_keeps_failed_runs(tmp_path):
     markdown = (tmp_path / "summary.md").read_text()
     assert markdown.startswith("Settings of every run: `seed=1`")
     assert "| 1 | solver=euler | failed |" in markdown
+
+
+def test_summary_leads_with_the_best_validation_score(tmp_path):
+    """A seed sweep is read by the score that chose each run's checkpoint: first metric column,
+    in the CSV and the Markdown table."""
+    import json
+
+    from framework.sweep_summary import write_summary
+
+    for job, (seed, best, test) in enumerate([(1, 0.14, 0.15), (2, 0.35, 0.38)]):
+        metrics = {"test/extrap_rmse": test, "best/val/extrap_rmse": best, "zeta": 1.0}
+        run = {"status": "ok", "overrides": [f"seed={seed}"], "metrics": metrics}
+        (tmp_path / str(job)).mkdir()
+        (tmp_path / str(job) / "metrics.json").write_text(json.dumps(run))
+    csv_path, md_path = write_summary(tmp_path)
+    with csv_path.open() as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert reader.fieldnames[:5] == [
+        "job",
+        "overrides",
+        "status",
+        "best/val/extrap_rmse",
+        "test/extrap_rmse",
+    ]
+    assert [float(r["best/val/extrap_rmse"]) for r in rows] == [0.14, 0.35]
+    table = md_path.read_text().splitlines()
+    assert table[0] == "| job | overrides | status | best/val/extrap_rmse | test/extrap_rmse |"
+    assert table[2] == "| 0 | seed=1 | ok | 0.14 | 0.15 |"

@@ -90,6 +90,10 @@ def test_run_logs_evaluations_and_writes_outputs(trained_run):
     assert any(r.get("val/extrap_rmse") for r in rows)
     assert any(r.get("test/extrap_rmse") for r in rows)
     assert trained_run["metrics"]["global_step"] == 2 * 3  # 2 epochs of 18 series / batch 8
+    # the score that chose the best checkpoint (monitor val/loss, mode min), for seed sweeps
+    val_losses = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
+    assert len(val_losses) == 2
+    assert trained_run["metrics"]["best/val/loss"] == pytest.approx(min(val_losses))
 
 
 def test_checkpoint_reload_gives_identical_predictions(tmp_path, fit_and_save):
