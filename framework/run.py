@@ -241,7 +241,11 @@ def report(result: dict[str, Any]) -> None:
     lines = [f"Run finished in {metrics['wall_time_s']:.1f} s. Outputs in {paths['output_dir']}"]
     if paths["best_checkpoint"] or paths["last_checkpoint"]:
         best = paths["best_checkpoint"] or "-"
-        scores = [f"{k[5:]}={v:.4g}" for k, v in metrics.items() if k.startswith("best/")]
+        scores = [
+            f"{key.removeprefix('best/')}={value:.4g}"
+            for key, value in metrics.items()
+            if key.startswith("best/")
+        ]
         lines.append(f"  best checkpoint: {best}" + (f" ({scores[0]})" if scores else ""))
         lines.append(f"  last checkpoint: {paths['last_checkpoint'] or '-'}")
     else:
