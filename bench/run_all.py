@@ -5,8 +5,7 @@ Usage (from the repository root)::
     make bench                               # = .venv/bin/python -m bench.run_all
     .venv/bin/python -m bench.run_all --quick   # reduced run (about a minute), writes nothing
 
-A suite is a module in :data:`SUITES` with ``run(config: BenchConfig, log) -> SuiteResult``;
-modules that do not exist yet (such as ``bench.gradients``) are skipped.
+A suite is a module in :data:`SUITES` with ``run(config: BenchConfig, log) -> SuiteResult``.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import importlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -107,12 +105,7 @@ def _node_digest() -> str:
 
 
 def load_suites(names=SUITES):
-    suites = []
-    for name in names:
-        if importlib.util.find_spec(name) is None:
-            continue
-        suites.append(importlib.import_module(name))
-    return suites
+    return [importlib.import_module(name) for name in names]
 
 
 def render(results: list[SuiteResult], config: BenchConfig, elapsed: float,
