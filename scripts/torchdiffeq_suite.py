@@ -106,19 +106,19 @@ class _RecordingResult(unittest.TestResult):
                 line = f"{Path(frame.filename).name}:{frame.lineno}: {frame.line}"
         return line
 
-    def addSuccess(self, test):  # noqa: N802 (unittest API)
+    def addSuccess(self, test):  # unittest API name
         self._write(test, None, PASS)
 
-    def addFailure(self, test, err):  # noqa: N802
+    def addFailure(self, test, err):
         self._write(test, None, FAIL, err)
 
-    def addError(self, test, err):  # noqa: N802
+    def addError(self, test, err):
         self._write(test, None, ERROR, err)
 
-    def addSkip(self, test, reason):  # noqa: N802
+    def addSkip(self, test, reason):
         self._write(test, None, SKIP)
 
-    def addSubTest(self, test, subtest, err):  # noqa: N802
+    def addSubTest(self, test, subtest, err):
         params = {k: str(v) for k, v in subtest.params.items()}
         if err is None:
             self._write(test, params, PASS)
