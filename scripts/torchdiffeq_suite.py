@@ -265,6 +265,12 @@ def report_tests(all_records, missing, verbose: bool) -> int:
                 print(f"        {_short(rec.get('message', ''))}")
                 if rec.get("test_line"):
                     print(f"        at {_short(rec['test_line'])}")
+    # A failure outside any subTest ends that test method, so whatever it would have checked
+    # afterwards is unknown (e.g. TestMinMaxStep stops at scipy_solver before dopri5 min_step=2).
+    cut_short = sorted({r["test"] for recs in failures.values() for r in recs if not r["params"]})
+    if cut_short:
+        print("\nstopped early by a failure outside a subTest (later checks did not run): "
+              + ", ".join(cut_short))
     if verbose:
         print("\npassed:")
         for rec in all_records:
@@ -285,9 +291,12 @@ def run_examples(checkout: Path, shim_dir: Path, timeout: float) -> list[dict]:
                                           env=_env(shim_dir), capture_output=True, text=True,
                                           timeout=timeout)
                     ok, tail = proc.returncode == 0, (proc.stdout + proc.stderr).strip()
+                    # Success: the script's own last output line; failure: the error line.
+                    last = (proc.stdout if ok else proc.stderr).strip()
                 except subprocess.TimeoutExpired:
                     ok, tail = False, f"timed out after {timeout:.0f}s"
-            last = tail.splitlines()[-1] if tail else ""
+                    last = tail
+            last = last.splitlines()[-1] if last else ""
             rec = {"example": name, "args": args, "ok": ok, "seconds": time.monotonic() - start,
                    "last_line": last, "output_tail": tail[-3000:]}
             results.append(rec)
