@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -80,6 +81,7 @@ def integrate_adaptive(
     stop_index = 0
     i = 1
     next_out = taus[1]
+    forced_warned = False
 
     while True:
         if stats.n_steps >= max_num_steps:
@@ -103,6 +105,18 @@ def integrate_adaptive(
         ratio, y1_abs = errors.ratio(K, b_error, h_eff, y_abs, y1)
         stats.n_steps += 1
         accepted = ratio <= 1.0  # False for NaN too
+        if not accepted and h_eff <= min_step and math.isfinite(ratio):
+            # torchdiffeq's meaning of min_step: a step this small is accepted whatever its
+            # error (a floor that forces progress). Said once per solve, since the result may
+            # miss the tolerances; a non-finite error is never accepted.
+            accepted = True
+            if not forced_warned:
+                forced_warned = True
+                warnings.warn(
+                    f"a step of size {h_eff:.3g} (<= min_step={min_step:.3g}) was accepted at "
+                    f"t={direction * tau:.10g} with error ratio {ratio:.3g} > 1, as torchdiffeq "
+                    "does; the solution may not meet rtol/atol there",
+                    UserWarning, stacklevel=2)
         if accepted:
             stats.n_accepted += 1
             if callbacks is not None:
@@ -144,12 +158,11 @@ def integrate_adaptive(
                 callbacks.reject(tau, y, h)
             if not math.isfinite(ratio):
                 cause = _non_finite_cause(k0, y)
+                if not cause and h_eff <= min_step:
+                    cause = (f"the step produces non-finite values (overflow or NaN in func) even "
+                             f"at the minimum step min_step={min_step:.3g}")
                 if cause:
                     return _fail(result, Status.NON_FINITE, tau, h_eff, cause)
-            if h_eff <= min_step:
-                return _fail(result, Status.STEP_TOO_SMALL, tau, h_eff,
-                             f"error test failed (error ratio {ratio:.3g}) at the minimum step "
-                             f"min_step={min_step:.3g}")
         if accepted:
             h_next = _after_accept(controller, h_eff, ratio, landed, h_tau)
         else:

@@ -37,8 +37,10 @@ class AdaptiveOptions:
         safety, ifactor, dfactor: the new step is ``dt * clip(safety * ratio**(-1/order),
             dfactor, ifactor)``, where ``ratio`` is the scaled error norm; after an accepted step
             the factor is at least 1 (torchdiffeq's rule).
-        min_step: smallest step allowed; a step of this size that still fails the error test
-            raises :class:`~node.SolverError`.
+        min_step: smallest step allowed. As in torchdiffeq, a step of at most this size is
+            accepted even if it fails the error test (a floor that forces progress); the
+            solve then warns once that the tolerances may be missed. A non-finite step at
+            this size raises :class:`~node.SolverError`.
         max_step: largest step allowed.
         max_num_steps: budget of steps (accepted plus rejected) for the whole solve.
         step_t: times the solver must step onto (for example known kinks in ``func``).
