@@ -181,3 +181,20 @@ class RecordingFunc(CountingFunc):
 
     def callback_reject_step(self, t0, y0, dt):
         self.rejected.append((float(t0), float(dt)))
+
+
+def frozen_steps(h: float, step_t=()) -> dict:
+    """Keyword arguments that make an adaptive method step by exactly ``h`` (onto ``step_t``).
+
+    ``min_step = max_step = first_step = h`` pins every step, and tolerances far above any
+    error estimate let every step pass, so the adaptive loop and the method's own dense output
+    run on a step sequence that does not depend on ``y0``, ``t`` or the parameters. The solve is
+    then a smooth function of its inputs and finite differences match autograd to round-off.
+
+    Why: an adaptive solve's steps move when finite differences perturb the inputs, and its
+    interpolated outputs move with them by about ``tol / eps``, a change that autograd does not
+    see by design (steps are never differentiated). How much that is depends on rounding, so a
+    ``gradcheck`` across adaptive steps passes or fails by CPU (Intel vs AMD kernels).
+    """
+    return dict(rtol=1e6, atol=1e6,
+                options=dict(first_step=h, min_step=h, max_step=h, step_t=list(step_t)))
