@@ -148,10 +148,9 @@ class CountingField(MLPField):
         return super().forward(t, y)
 
 
-def test_adjoint_backward_cheaper_than_torchdiffeq():
+def test_adjoint_backward_cheaper_than_torchdiffeq(torchdiffeq):
     # The step size is carried across output times on the way back, while torchdiffeq selects
     # it afresh (two extra evaluations and a tiny first step) at every output time.
-    torchdiffeq = pytest.importorskip("torchdiffeq")
     func = CountingField().double()
     y0 = torch.randn(16, 2, dtype=torch.float64, requires_grad=True)
     t = torch.linspace(0.0, 1.0, 10, dtype=torch.float64)
@@ -246,8 +245,7 @@ def test_gradient_mode_validation():
                    adjoint_rtol=1e-3)
 
 
-def test_torchdiffeq_adjoint_agrees():
-    torchdiffeq = pytest.importorskip("torchdiffeq")
+def test_torchdiffeq_adjoint_agrees(torchdiffeq):
     func = MLPField().double()
     y0 = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
     t = torch.linspace(0.0, 1.0, 5, dtype=torch.float64)

@@ -120,8 +120,7 @@ def test_fast_dev_run_solvers(solver, compose_cfg, tmp_path):
 
 
 @pytest.mark.parametrize("gradient", ["direct", "adjoint", "checkpoint"])
-def test_fast_dev_run_every_gradient_mode(gradient, compose_cfg, tmp_path, require_gradient_mode):
-    require_gradient_mode(gradient)
+def test_fast_dev_run_every_gradient_mode(gradient, compose_cfg, tmp_path):
     result = train_tiny(compose_cfg, [f"solver.gradient={gradient}", *FDR], tmp_path)
     metrics = result["metrics"]
     assert metrics["nfe_forward_per_step"] == 2 * 4  # rk4, step 0.5 over [0, 1]

@@ -50,8 +50,9 @@ def test_missing_checkpoint_is_named(tmp_path):
 
 
 def test_notebook_runs(trained_run, tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    import nbclient
+    import nbformat
+
     monkeypatch.setenv("NODE_CKPT_PATH", trained_run["paths"]["last_checkpoint"])
     monkeypatch.setenv("NODE_PLOT_DIR", str(tmp_path))
     monkeypatch.setenv("MPLBACKEND", "Agg")
