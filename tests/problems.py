@@ -191,10 +191,11 @@ def frozen_steps(h: float, step_t=()) -> dict:
     run on a step sequence that does not depend on ``y0``, ``t`` or the parameters. The solve is
     then a smooth function of its inputs and finite differences match autograd to round-off.
 
-    Why: an adaptive solve's steps move when finite differences perturb the inputs, and its
-    interpolated outputs move with them by about ``tol / eps``, a change that autograd does not
-    see by design (steps are never differentiated). How much that is depends on rounding, so a
-    ``gradcheck`` across adaptive steps passes or fails by CPU (Intel vs AMD kernels).
+    Why: finite differences of an adaptive solve move its steps too, and the outputs
+    (interpolated ones most) move with them by a fraction of the tolerance that autograd does
+    not see by design (steps are never differentiated). Divided by ``eps`` it reaches gradcheck's
+    tolerance (dopri8 at 1e-10: 2e-6 at ``eps = 1e-6``), and how far depends on rounding, so such
+    a gradcheck passed on Intel and failed on AMD. Use this for every finite-difference check.
     """
     return dict(rtol=1e6, atol=1e6,
                 options=dict(first_step=h, min_step=h, max_step=h, step_t=list(step_t)))
