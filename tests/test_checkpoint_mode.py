@@ -72,7 +72,9 @@ def _inputs(n=4, t_end=2.0, n_t=6, dtype=torch.float64):
 @pytest.mark.parametrize("method", ["dopri5", "tsit5", "dopri8", "bosh3", "adaptive_heun"])
 def test_taped_replay_matches_direct(method):
     y0, t = _inputs()
-    sol = _assert_modes_agree(Field(), y0, t, method=method, rtol=1e-8, atol=1e-8)
+    # adaptive_heun (second order) would take 9421 steps at 1e-8; 945 at 1e-6 exercise as much.
+    tol = 1e-6 if method == "adaptive_heun" else 1e-8
+    sol = _assert_modes_agree(Field(), y0, t, method=method, rtol=tol, atol=tol)
     assert "nfe_backward" in sol.stats  # the taped path ran (the fallback does not count)
 
 

@@ -235,6 +235,7 @@ def test_linear_flow_samples_match_the_known_pushforward():
     _chi_square_check(samples, _cell_probabilities(gauss.log_prob, edges), edges)
 
 
+@pytest.mark.slow
 def test_nonlinear_flow_samples_match_its_density():
     """A small random concatsquash flow: 10,000 samples (backward solves) against the density
     from forward solves with the exact trace, cell by cell."""

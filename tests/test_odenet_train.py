@@ -66,6 +66,7 @@ def test_odenet_composes_with_digits(model, compose_cfg):
     assert [s.method for s in built.ode_solvers()] == ["bosh3"]
 
 
+@pytest.mark.slow
 def test_odenet_composes_with_mnist_from_a_generated_folder(compose_cfg, tmp_path):
     folder = tmp_path / "mnist"
     write_mnist_folder(folder, n_train=24, n_test=6)
