@@ -77,14 +77,16 @@ def run_train(overrides: list[str], output_dir: Path, spirals: bool = True) -> d
     return train(compose_train(data + TINY + overrides, output_dir))
 
 
-def skip_unless_gradient_mode(gradient: str) -> None:
-    """Skip (naming the reason) when ``node`` cannot differentiate in mode ``gradient`` yet."""
-    import inspect
-
-    import node
-
-    if gradient != "direct" and "gradient" not in inspect.signature(node.solve).parameters:
-        pytest.skip(f"node.solve(gradient={gradient!r}) is not available in this version of node")
+@pytest.fixture(scope="session")
+def torchdiffeq():
+    """The torchdiffeq package, for the parity tests. It is part of the ``dev`` extra, so a
+    missing torchdiffeq fails these tests (naming the fix) rather than skipping them silently."""
+    try:
+        import torchdiffeq
+    except ImportError as exc:
+        pytest.fail(f"the torchdiffeq parity tests need torchdiffeq (pip install -e '.[dev]'): "
+                    f"{exc}")
+    return torchdiffeq
 
 
 @pytest.fixture(scope="session")
@@ -109,12 +111,6 @@ def tiny_train():
 @pytest.fixture
 def tiny_overrides():
     return TINY_SPIRALS + TINY
-
-
-@pytest.fixture
-def require_gradient_mode():
-    """:func:`skip_unless_gradient_mode`."""
-    return skip_unless_gradient_mode
 
 
 @pytest.fixture

@@ -181,3 +181,21 @@ class RecordingFunc(CountingFunc):
 
     def callback_reject_step(self, t0, y0, dt):
         self.rejected.append((float(t0), float(dt)))
+
+
+def frozen_steps(h: float, step_t=()) -> dict:
+    """Keyword arguments that make an adaptive method step by exactly ``h`` (onto ``step_t``).
+
+    ``min_step = max_step = first_step = h`` pins every step, and tolerances far above any
+    error estimate let every step pass, so the adaptive loop and the method's own dense output
+    run on a step sequence that does not depend on ``y0``, ``t`` or the parameters. The solve is
+    then a smooth function of its inputs and finite differences match autograd to round-off.
+
+    Why: finite differences of an adaptive solve move its steps too, and the outputs
+    (interpolated ones most) move with them by a fraction of the tolerance that autograd does
+    not see by design (steps are never differentiated). Divided by ``eps`` it reaches gradcheck's
+    tolerance (dopri8 at 1e-10: 2e-6 at ``eps = 1e-6``), and how far depends on rounding, so such
+    a gradcheck passed on Intel and failed on AMD. Use this for every finite-difference check.
+    """
+    return dict(rtol=1e6, atol=1e6,
+                options=dict(first_step=h, min_step=h, max_step=h, step_t=list(step_t)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from problems import frozen_steps
 from torch.func import functional_call
 
 import node
@@ -71,7 +72,9 @@ def _inputs(n=4, t_end=2.0, n_t=6, dtype=torch.float64):
 @pytest.mark.parametrize("method", ["dopri5", "tsit5", "dopri8", "bosh3", "adaptive_heun"])
 def test_taped_replay_matches_direct(method):
     y0, t = _inputs()
-    sol = _assert_modes_agree(Field(), y0, t, method=method, rtol=1e-8, atol=1e-8)
+    # adaptive_heun (second order) would take 9421 steps at 1e-8; 945 at 1e-6 exercise as much.
+    tol = 1e-6 if method == "adaptive_heun" else 1e-8
+    sol = _assert_modes_agree(Field(), y0, t, method=method, rtol=tol, atol=tol)
     assert "nfe_backward" in sol.stats  # the taped path ran (the fallback does not count)
 
 
@@ -156,7 +159,8 @@ def test_gradcheck_parameters_through_functional_call():
             self.func = func
 
         def forward(self, y):
-            return node.solve(self.func, y, t, rtol=1e-10, atol=1e-10, gradient="checkpoint").ys
+            # Pinned steps: finite differences must not move the steps (test_solver_gradients).
+            return node.solve(self.func, y, t, gradient="checkpoint", **frozen_steps(0.15)).ys
 
     solver = Solve()
 
@@ -165,7 +169,7 @@ def test_gradcheck_parameters_through_functional_call():
                                (y0,))
 
     ps = tuple(p.detach().clone().requires_grad_(True) for p in func.parameters())
-    assert torch.autograd.gradcheck(fn, ps, atol=1e-6, rtol=1e-5)
+    assert torch.autograd.gradcheck(fn, ps, atol=1e-8, rtol=1e-6)
 
 
 class ClosureField(torch.nn.Module):

@@ -55,8 +55,7 @@ def test_fast_dev_run_solvers(solver, compose_cfg, tmp_path):
 
 @pytest.mark.parametrize("model", ["cnf", "cnf_rnode"])
 @pytest.mark.parametrize("gradient", ["direct", "adjoint", "checkpoint"])
-def test_fast_dev_run_gradient_modes(model, gradient, compose_cfg, tmp_path, require_gradient_mode):
-    require_gradient_mode(gradient)
+def test_fast_dev_run_gradient_modes(model, gradient, compose_cfg, tmp_path):
     overrides = [f"model={model}", *RK4, f"solver.gradient={gradient}", *FDR]
     if model == "cnf_rnode":
         overrides.append("model.trace=hutchinson")
@@ -92,6 +91,7 @@ def test_datasets_without_closed_form_log_no_gap(compose_cfg, tmp_path):
     assert "test/nll" in metrics and "test/nll_gap" not in metrics and "test/kl" not in metrics
 
 
+@pytest.mark.slow
 def test_checkpoint_reload_gives_identical_log_likelihoods(tmp_path, fit_and_save):
     torch.manual_seed(0)
     dm = Toy2DDataModule(n_train=64, n_val=32, n_test=32, batch_size=32)
@@ -116,6 +116,7 @@ def test_checkpoint_reload_gives_identical_log_likelihoods(tmp_path, fit_and_sav
     assert torch.equal(load_datamodule(path).example_batch("test", 32), points)
 
 
+@pytest.mark.slow
 def test_training_and_plotting_from_a_checkpoint_write_the_plots(compose_cfg, tmp_path):
     overrides = ["plots.enabled=true", "trainer.max_epochs=2", *RK4]
     result = run_cnf(compose_cfg, overrides, tmp_path / "run")

@@ -20,6 +20,7 @@ import math
 
 import pytest
 import torch
+from problems import frozen_steps
 from torch import nn
 
 import node
@@ -402,7 +403,8 @@ def test_event_fn_zero_at_t0_per_sample():
 
 
 def test_event_location_matches_scipy_on_van_der_pol():
-    scipy_integrate = pytest.importorskip("scipy.integrate")
+    from scipy import integrate as scipy_integrate
+
     y_start = [2.0, 0.0]
 
     def rhs(t, y):
@@ -473,13 +475,18 @@ def test_adjoint_method_differing_from_method_without_options():
 
 
 def test_gradcheck_event_time_wrt_y0():
+    """On pinned steps (finite differences must not move the steps, see test_solver_gradients)
+    the event time is a smooth function of y0; the implicit-function gradient uses ``f`` where
+    the located root follows the dense output, a difference below 1e-9 at h = 0.05. What is
+    left is the root's own precision (a few ulps, over ``eps``): up to about 5e-9."""
+
     def event_time(y0):
         event_t, _ = node.odeint_event(van_der_pol, y0, 0.0, event_fn=lambda t, y: y[0] - 0.5,
-                                       rtol=1e-12, atol=1e-12, method="dopri8")
+                                       method="dopri8", **frozen_steps(0.05))
         return event_t
 
     y0 = torch.tensor([2.0, 0.3], dtype=F64, requires_grad=True)
-    assert torch.autograd.gradcheck(event_time, (y0,), eps=1e-6, atol=1e-6, rtol=1e-4)
+    assert torch.autograd.gradcheck(event_time, (y0,), eps=1e-5, atol=1e-7, rtol=1e-6)
 
 
 def test_no_gradient_work_under_no_grad():

@@ -4,10 +4,28 @@ from __future__ import annotations
 
 import pytest
 import torch
+from problems import frozen_steps
 
 import node
 
 MODES = ("direct", "checkpoint", "adjoint")
+# gradcheck needs a step sequence that finite differences do not move (see
+# test_solver_gradients.py): pinned steps, with the output times inside steps. dopri8, because
+# t-gradients are the exact solution's (f at the output), which its dense output follows to
+# 1.5e-10 here (dopri5 at h = 0.0432: 4e-9, a small margin below gradcheck's 1e-8).
+PINNED = dict(method="dopri8", **frozen_steps(0.095))
+
+
+def _gradcheck_options(mode: str, params=()) -> tuple[dict, dict]:
+    """Solver keywords and gradcheck tolerances for ``mode``. Direct and checkpoint modes
+    differentiate the pinned steps exactly (round-off only); the adjoint solves the continuous
+    adjoint backwards, adaptively at 1e-11, so it matches to about that (and the pinned forward
+    solve's own error, below 1e-10)."""
+    if mode != "adjoint":
+        return PINNED, dict(atol=1e-8, rtol=1e-6)
+    adjoint = dict(adjoint_params=params, adjoint_rtol=1e-11, adjoint_atol=1e-11,
+                   adjoint_options={})
+    return {**PINNED, **adjoint}, dict(atol=1e-7, rtol=1e-6)
 
 
 class MLPField(torch.nn.Module):
@@ -69,13 +87,12 @@ def _nonlinear(t, y):
 def test_gradcheck_each_mode(mode):
     y0 = torch.tensor([0.5, -0.3], dtype=torch.float64, requires_grad=True)
     t = torch.tensor([0.0, 0.7, 1.5], dtype=torch.float64, requires_grad=True)
-    extra = {"adjoint_params": ()} if mode == "adjoint" else {}
+    kw, tolerances = _gradcheck_options(mode)
 
     def fn(y0_, t_):
-        return node.solve(_nonlinear, y0_, t_, rtol=1e-11, atol=1e-11, gradient=mode,
-                          **extra).ys
+        return node.solve(_nonlinear, y0_, t_, gradient=mode, **kw).ys
 
-    assert torch.autograd.gradcheck(fn, (y0, t), atol=1e-6, rtol=1e-5)
+    assert torch.autograd.gradcheck(fn, (y0, t), **tolerances)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -89,11 +106,11 @@ def test_gradcheck_parameters_each_mode(mode):
         def field(t_, y_):
             return torch.func.functional_call(func, dict(zip(names, ps, strict=True)), (t_, y_))
 
-        extra = {"adjoint_params": ps} if mode == "adjoint" else {}
-        return node.solve(field, y0, t, rtol=1e-11, atol=1e-11, gradient=mode, **extra).ys
+        kw, _ = _gradcheck_options(mode, ps)
+        return node.solve(field, y0, t, gradient=mode, **kw).ys
 
     inputs = tuple(p.detach().clone().requires_grad_(True) for p in func.parameters())
-    assert torch.autograd.gradcheck(fn, inputs, atol=1e-6, rtol=1e-5)
+    assert torch.autograd.gradcheck(fn, inputs, **_gradcheck_options(mode)[1])
 
 
 @pytest.mark.parametrize("mode", ["direct", "checkpoint"])
@@ -102,9 +119,9 @@ def test_double_backward(mode):
     t = torch.tensor([0.0, 0.7, 1.5], dtype=torch.float64, requires_grad=True)
 
     def fn(y0_, t_):
-        return node.solve(_nonlinear, y0_, t_, rtol=1e-11, atol=1e-11, gradient=mode).ys
+        return node.solve(_nonlinear, y0_, t_, gradient=mode, **PINNED).ys
 
-    assert torch.autograd.gradgradcheck(fn, (y0, t), atol=1e-5, rtol=1e-4)
+    assert torch.autograd.gradgradcheck(fn, (y0, t), atol=1e-7, rtol=1e-5)
 
 
 def test_seminorm_same_gradients_fewer_backward_evaluations():
@@ -133,10 +150,9 @@ class CountingField(MLPField):
         return super().forward(t, y)
 
 
-def test_adjoint_backward_cheaper_than_torchdiffeq():
+def test_adjoint_backward_cheaper_than_torchdiffeq(torchdiffeq):
     # The step size is carried across output times on the way back, while torchdiffeq selects
     # it afresh (two extra evaluations and a tiny first step) at every output time.
-    torchdiffeq = pytest.importorskip("torchdiffeq")
     func = CountingField().double()
     y0 = torch.randn(16, 2, dtype=torch.float64, requires_grad=True)
     t = torch.linspace(0.0, 1.0, 10, dtype=torch.float64)
@@ -231,8 +247,7 @@ def test_gradient_mode_validation():
                    adjoint_rtol=1e-3)
 
 
-def test_torchdiffeq_adjoint_agrees():
-    torchdiffeq = pytest.importorskip("torchdiffeq")
+def test_torchdiffeq_adjoint_agrees(torchdiffeq):
     func = MLPField().double()
     y0 = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
     t = torch.linspace(0.0, 1.0, 5, dtype=torch.float64)

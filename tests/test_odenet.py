@@ -38,6 +38,7 @@ def test_accuracy_on_a_toy_batch():
         accuracy(logits, labels[:4])
 
 
+@pytest.mark.slow
 def test_logged_epoch_accuracy_is_the_exact_fraction():
     """Validation accuracy is logged per batch with its batch size: Lightning's weighted epoch
     mean then equals the fraction of correct predictions over all examples."""
@@ -165,6 +166,7 @@ def test_class_cycling_order():
 
 
 # --------------------------------------------------------------------------------- checkpoints
+@pytest.mark.slow
 def test_checkpoint_reload_gives_identical_predictions(tmp_path, fit_and_save):
     torch.manual_seed(0)
     dm = DigitsDataModule(batch_size=128)

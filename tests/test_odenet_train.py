@@ -66,6 +66,7 @@ def test_odenet_composes_with_digits(model, compose_cfg):
     assert [s.method for s in built.ode_solvers()] == ["bosh3"]
 
 
+@pytest.mark.slow
 def test_odenet_composes_with_mnist_from_a_generated_folder(compose_cfg, tmp_path):
     folder = tmp_path / "mnist"
     write_mnist_folder(folder, n_train=24, n_test=6)
@@ -120,8 +121,7 @@ def test_fast_dev_run_solvers(solver, compose_cfg, tmp_path):
 
 
 @pytest.mark.parametrize("gradient", ["direct", "adjoint", "checkpoint"])
-def test_fast_dev_run_every_gradient_mode(gradient, compose_cfg, tmp_path, require_gradient_mode):
-    require_gradient_mode(gradient)
+def test_fast_dev_run_every_gradient_mode(gradient, compose_cfg, tmp_path):
     result = train_tiny(compose_cfg, [f"solver.gradient={gradient}", *FDR], tmp_path)
     metrics = result["metrics"]
     assert metrics["nfe_forward_per_step"] == 2 * 4  # rk4, step 0.5 over [0, 1]

@@ -123,7 +123,7 @@ def test_dense_output_as_accurate_as_step_ends(method, problem):
 
 
 @pytest.mark.parametrize("problem", [VAN_DER_POL, LOTKA_VOLTERRA], ids=lambda p: p.name)
-def test_dopri8_dense_output_is_fifth_order(problem):
+def test_dopri8_dense_output_is_fifth_order(problem, torchdiffeq):
     """dopri8 interpolates with a 5th-order extension (no extra stages): its error at output
     times follows tol**(6/9) rather than the steps' tol, yet beats torchdiffeq's 4th-order fit."""
     t = problem.times(50)
@@ -137,7 +137,6 @@ def test_dopri8_dense_output_is_fifth_order(problem):
     assert tight < 1e-7
     # h ~ tol^(1/8) and interpolation error ~ h^6: 1000x tighter tolerance gives ~ 1000^(3/4).
     assert tight < loose / 30
-    torchdiffeq = pytest.importorskip("torchdiffeq")
     theirs = torchdiffeq.odeint(problem.func, problem.y0_tensor(), t, method="dopri8",
                                 rtol=1e-10, atol=1e-10)
     assert tight < max_error(theirs, ref) / 5

@@ -531,6 +531,7 @@ def test_no_bare_assert_in_node_package():
     assert not offenders, "bare asserts vanish under python -O:\n" + "\n".join(offenders)
 
 
+@pytest.mark.slow
 def test_errors_raised_under_python_O():
     code = textwrap.dedent(
         """

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import cache
 
 import numpy as np
@@ -249,7 +250,10 @@ def test_dopri5_dense_matches_torchdiffeq_midpoint():
             11237099 / 235043384,
         ]
     ) / 2
-    np.testing.assert_allclose(d @ 0.5 ** np.arange(1, 5), mid, rtol=0, atol=1e-15)
+    # Correctly rounded sums (math.fsum), not a BLAS dot product whose rounding varies by CPU:
+    # at 1e-15 only the coefficients' own rounding (1.7e-16 here) may be left.
+    at_half = [math.fsum(c * 0.5**k for k, c in enumerate(row, start=1)) for row in d.tolist()]
+    np.testing.assert_allclose(at_half, mid, rtol=0, atol=1e-15)
 
 
 # --------------------------------------------------------------------------------------------

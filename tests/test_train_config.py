@@ -75,10 +75,7 @@ def test_every_solver_config_builds_a_solver(solver, compose_cfg):
 
 @pytest.mark.parametrize("model", options("model"))
 @pytest.mark.parametrize("datamodule", options("datamodule"))
-def test_models_take_their_solver_from_the_solver_group(
-    model, datamodule, compose_cfg, require_gradient_mode
-):
-    require_gradient_mode("adjoint")
+def test_models_take_their_solver_from_the_solver_group(model, datamodule, compose_cfg):
     overrides = [
         f"model={model}",
         f"datamodule={datamodule}",

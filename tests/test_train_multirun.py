@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_two_run_sweep_writes_summary_tables(tmp_path, tiny_overrides):
     overrides = [o for o in tiny_overrides if not o.startswith(("plots.", "~callbacks"))]
     command = [

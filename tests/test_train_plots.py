@@ -23,6 +23,7 @@ def test_training_writes_the_plots(trained_run):
     assert all(is_png(p) for p in written)
 
 
+@pytest.mark.slow
 def test_plot_script_writes_images_from_a_checkpoint(trained_run, tmp_path):
     ckpt = trained_run["paths"]["last_checkpoint"]
     out = tmp_path / "figures"
@@ -49,9 +50,11 @@ def test_missing_checkpoint_is_named(tmp_path):
         plot_checkpoint(missing)
 
 
+@pytest.mark.slow
 def test_notebook_runs(trained_run, tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    import nbclient
+    import nbformat
+
     monkeypatch.setenv("NODE_CKPT_PATH", trained_run["paths"]["last_checkpoint"])
     monkeypatch.setenv("NODE_PLOT_DIR", str(tmp_path))
     monkeypatch.setenv("MPLBACKEND", "Agg")

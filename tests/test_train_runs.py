@@ -33,10 +33,7 @@ def test_fast_dev_run_every_solver(solver, tiny_train, tmp_path):
 
 @pytest.mark.parametrize("gradient", ["direct", "adjoint", "checkpoint"])
 @pytest.mark.parametrize("model", ["latent_ode", "latent_ode_odernn"])
-def test_fast_dev_run_every_gradient_mode(
-    model, gradient, tiny_train, tmp_path, require_gradient_mode
-):
-    require_gradient_mode(gradient)
+def test_fast_dev_run_every_gradient_mode(model, gradient, tiny_train, tmp_path):
     overrides = [
         f"model={model}",
         "solver=rk4",
