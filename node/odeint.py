@@ -37,7 +37,7 @@ def odeint(
         node.SolverError: a numerical failure (step budget, step size, non-finite values).
     """
     if event_fn is not None:
-        from node.events import solve_until_event
+        from node.complex_state import solve_until_event
 
         return solve_until_event(
             func, y0, t, event_fn=event_fn, rtol=rtol, atol=atol, method=method, options=options
