@@ -124,9 +124,18 @@ class AugmentedDynamics:
                      if fy.requires_grad else (None,) * len(inputs))
         parts = [fy.detach()]
         for g, x in zip(grads, inputs, strict=True):
-            parts.append(torch.zeros(x.numel(), dtype=aug.dtype, device=aug.device) if g is None
-                         else g.reshape(-1).neg())
+            parts.append(torch.zeros(_real_numel(x), dtype=aug.dtype, device=aug.device)
+                         if g is None else _real_flat(g).neg())
         return torch.cat(parts)
+
+
+def _real_numel(x: torch.Tensor) -> int:
+    """Entries of ``x`` in the real augmented state (a complex parameter takes two each)."""
+    return 2 * x.numel() if x.is_complex() else x.numel()
+
+
+def _real_flat(g: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_real(g.resolve_conj()).reshape(-1) if g.is_complex() else g.reshape(-1)
 
 
 def _augmented_tolerance(tol, n_params: int):
@@ -145,7 +154,7 @@ class AdjointSolver:
         self.stats: dict[str, int] = {}
         self.run = None
         n = problem.layout.numel
-        n_params = sum(p.numel() for p in params)
+        n_params = sum(_real_numel(p) for p in params)
         numels = (n, n, n_params) if n_params else (n, n)
         if norm_choice == "seminorm":
             self.norm: FlatNorm = seminorm(numels, 1) if n_params else mixed_rms_norm(numels)
@@ -216,8 +225,10 @@ class AdjointSolver:
         grads_p = []
         offset = 0
         for p in self.params:
-            grads_p.append(a_p[offset : offset + p.numel()].view_as(p))
-            offset += p.numel()
+            piece = a_p[offset : offset + _real_numel(p)]
+            grads_p.append(torch.view_as_complex(piece.view(*p.shape, 2)) if p.is_complex()
+                           else piece.view_as(p))
+            offset += _real_numel(p)
         return a, grad_t, grads_p
 
 
