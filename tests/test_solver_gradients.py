@@ -32,7 +32,7 @@ TIGHT = dict(rtol=1e-10, atol=1e-10)
         ("bosh3", dict(rtol=1e-8, atol=1e-8)),
         ("rk4", dict(options=dict(step_size=0.05))),
         ("euler", dict(options=dict(step_size=0.05))),
-        ("dopri5", dict(options=dict(step_size=0.1))),
+        ("dopri5", dict(options=dict(adaptive=False, step_size=0.1))),
     ],
     ids=["dopri5", "tsit5", "dopri8", "bosh3", "rk4", "euler", "dopri5-fixed"],
 )
