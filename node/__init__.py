@@ -5,7 +5,7 @@
 """
 
 from node.adjoint import odeint_adjoint
-from node.errors import SolverError, Status
+from node.errors import SolverError, Status, TimeOrderError
 from node.events import odeint_event
 from node.methods import available_methods, get_tableau, register_method
 from node.odeint import odeint
@@ -21,6 +21,7 @@ __all__ = [
     "Solution",
     "SolverError",
     "Status",
+    "TimeOrderError",
     "available_methods",
     "get_tableau",
     "odeint",

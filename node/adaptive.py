@@ -73,7 +73,7 @@ def integrate_adaptive(
         h_tau = errors.initial_step(f, tau, y, k0, co.order, direction)
     h_tau = min(max(h_tau, min_step), max_step)
     with torch.no_grad():
-        y_abs = y.abs()
+        y_abs = errors.magnitude(y)
     stops = sorted(
         [(s, False) for s in _stops_after(options.step_t, direction, tau)]
         + [(s, True) for s in _stops_after(options.jump_t, direction, tau)]

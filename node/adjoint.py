@@ -34,7 +34,7 @@ from torch.autograd.function import once_differentiable
 from node.errors import SolverError, Status
 from node.methods import get_tableau
 from node.norms import FlatNorm, mixed_rms_norm, seminorm
-from node.options import AdaptiveOptions, parse_options, uses_fixed_grid
+from node.options import AdaptiveOptions, options_dict, parse_options, uses_fixed_grid
 from node.problem import Problem
 from node.solution import Solution
 from node.state import FlatVectorField, StateLayout
@@ -76,7 +76,7 @@ def odeint_adjoint(
         adjoint_options=adjoint_options,
     )
     if event_fn is not None:
-        from node.events import solve_until_event
+        from node.complex_state import solve_until_event
 
         return solve_until_event(
             func, y0, t, event_fn=event_fn, rtol=rtol, atol=atol, method=method,
@@ -117,14 +117,25 @@ class AugmentedDynamics:
         n, layout = self.n, self.layout
         with torch.enable_grad():
             y = aug[:n].detach().requires_grad_(True)
-            fy = layout.flatten(self.func(t, layout.unflatten(y)))
+            fy = layout.flatten(self.func(t, layout.unflatten(y))).to(aug.dtype)
             inputs = (y, *self.params)
-            grads = torch.autograd.grad(fy, inputs, aug[n : 2 * n], allow_unused=True)
+            # A func that uses neither y nor a parameter (dy/dt = g(t)) has no graph: zeros.
+            grads = (torch.autograd.grad(fy, inputs, aug[n : 2 * n], allow_unused=True)
+                     if fy.requires_grad else (None,) * len(inputs))
         parts = [fy.detach()]
         for g, x in zip(grads, inputs, strict=True):
-            parts.append(torch.zeros(x.numel(), dtype=aug.dtype, device=aug.device) if g is None
-                         else g.reshape(-1).neg())
+            parts.append(torch.zeros(_real_numel(x), dtype=aug.dtype, device=aug.device)
+                         if g is None else _real_flat(g).neg())
         return torch.cat(parts)
+
+
+def _real_numel(x: torch.Tensor) -> int:
+    """Entries of ``x`` in the real augmented state (a complex parameter takes two each)."""
+    return 2 * x.numel() if x.is_complex() else x.numel()
+
+
+def _real_flat(g: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_real(g.resolve_conj()).reshape(-1) if g.is_complex() else g.reshape(-1)
 
 
 def _augmented_tolerance(tol, n_params: int):
@@ -143,7 +154,7 @@ class AdjointSolver:
         self.stats: dict[str, int] = {}
         self.run = None
         n = problem.layout.numel
-        n_params = sum(p.numel() for p in params)
+        n_params = sum(_real_numel(p) for p in params)
         numels = (n, n, n_params) if n_params else (n, n)
         if norm_choice == "seminorm":
             self.norm: FlatNorm = seminorm(numels, 1) if n_params else mixed_rms_norm(numels)
@@ -214,8 +225,10 @@ class AdjointSolver:
         grads_p = []
         offset = 0
         for p in self.params:
-            grads_p.append(a_p[offset : offset + p.numel()].view_as(p))
-            offset += p.numel()
+            piece = a_p[offset : offset + _real_numel(p)]
+            grads_p.append(torch.view_as_complex(piece.view(*p.shape, 2)) if p.is_complex()
+                           else piece.view_as(p))
+            offset += _real_numel(p)
         return a, grad_t, grads_p
 
 
@@ -270,7 +283,7 @@ def solve_adjoint(
                 f"adjoint_options must be given when adjoint_method ({method.name!r}) differs "
                 f"from method ({problem.tableau.name!r}) and options are given"
             )
-        options = {} if method.name != problem.tableau.name else _as_dict(problem.options)
+        options = {} if method.name != problem.tableau.name else options_dict(problem.options)
         options.pop("norm", None)
     else:
         if not isinstance(adjoint_options, dict):
@@ -293,8 +306,3 @@ def solve_adjoint(
     ys_flat = _AdjointFunction.apply(solver, y0_flat, problem.t, *params)
     return finish(problem, solver.run, solver.f, ys_flat, on_failure, stats=solver.stats)
 
-
-def _as_dict(options) -> dict[str, Any]:
-    from dataclasses import fields
-
-    return {f.name: getattr(options, f.name) for f in fields(options)}

@@ -207,6 +207,10 @@ def _backward_by_step(job, g_ys, y0_flat, params):
         roots.extend(outs[: last - s.first_output])
         seeds.extend(g_ys[s.first_output : last])
         inputs = [y] + ([k0] if k0 is not None else []) + list(params)
+        # Roots without a graph (stages of a func that ignores y and has no parameters to
+        # differentiate, dy/dt = g(t)) contribute nothing and autograd.grad rejects them.
+        pairs = [(r, g) for r, g in zip(roots, seeds, strict=True) if r.requires_grad]
+        roots, seeds = [r for r, _ in pairs], [g for _, g in pairs]
         # retain_graph: a closure tensor computed outside func (from parameters) is part of
         # every step's graph; the step's own graph is freed when its tensors go out of scope.
         grads = torch.autograd.grad(roots, inputs, seeds, allow_unused=True, retain_graph=True)

@@ -17,8 +17,12 @@ class Status(str, Enum):
         return self.value
 
 
-class SolverError(RuntimeError):
+class SolverError(RuntimeError, AssertionError):
     """A numerical failure of the solver.
+
+    It derives from :class:`AssertionError` as well as :class:`RuntimeError`: torchdiffeq reports
+    the same failures (step budget exhausted, step size underflow, non-finite state) with
+    ``assert``, so code written for it that catches ``AssertionError`` keeps working.
 
     Attributes:
         status: the :class:`Status` describing the cause.
@@ -35,3 +39,11 @@ class SolverError(RuntimeError):
         self.cause = cause
         self.solution = solution
         super().__init__(f"{cause} [status={status.value}]")
+
+
+class TimeOrderError(ValueError, AssertionError):
+    """Output times ``t`` that are neither strictly increasing nor strictly decreasing.
+
+    A :class:`ValueError` (a bad argument) that is also an :class:`AssertionError`, the type
+    torchdiffeq raises for it, so that code written for torchdiffeq catches it too.
+    """

@@ -116,7 +116,7 @@ def solve_until_event(
     if problem.fixed_grid:
         raise ValueError(f"event handling needs adaptive steps; method {problem.tableau.name!r} "
                          "runs on a fixed grid here (use an adaptive method such as 'dopri5', "
-                         "without step_size or grid_constructor)")
+                         "without adaptive=False)")
     if per_sample:
         if problem.layout.is_tuple or len(problem.layout.shapes[0]) == 0:
             raise ValueError("per_sample=True needs y0 to be a tensor whose first dimension is "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from node.errors import TimeOrderError
+
 
 def check_func(func) -> None:
     if not callable(func):
@@ -11,7 +13,11 @@ def check_func(func) -> None:
 
 
 def check_times(t, name: str = "t", min_len: int = 1) -> float:
-    """Check that ``t`` is a 1-D strictly monotonic floating tensor; return its direction."""
+    """Check that ``t`` is a 1-D strictly monotonic floating tensor; return its direction.
+
+    Raises :class:`~node.errors.TimeOrderError` (a ValueError and an AssertionError) when ``t``
+    is not strictly monotonic.
+    """
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a 1-D torch.Tensor of times, got {type(t).__name__}")
     if not t.is_floating_point():
@@ -29,7 +35,7 @@ def check_times(t, name: str = "t", min_len: int = 1) -> float:
         return 1.0
     if bool((diffs < 0).all()):
         return -1.0
-    raise ValueError(
+    raise TimeOrderError(
         f"{name} must be strictly increasing or strictly decreasing, got {t.detach().tolist()}"
         if t.numel() <= 20
         else f"{name} must be strictly increasing or strictly decreasing"

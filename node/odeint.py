@@ -32,12 +32,21 @@ def odeint(
     where ``event_fn(t, y)`` crosses zero and ``(event_t, ys)`` is returned (see
     :func:`node.odeint_event`).
 
+    As in torchdiffeq: ``y0`` may be complex (time stays real; see :mod:`node.complex_state`);
+    ``func`` may return another floating dtype than the state's (it is cast to the state's);
+    an option the method does not use (``step_size`` for ``dopri5``, ``first_step`` for
+    ``rk4``, ...) is ignored with a warning, so ``step_size`` never makes an adaptive method
+    step on a grid: ``options=dict(adaptive=False, step_size=h)`` does.
+
     Raises:
-        ValueError, TypeError: bad arguments (named in the message).
-        node.SolverError: a numerical failure (step budget, step size, non-finite values).
+        ValueError, TypeError: bad arguments (named in the message); non-monotonic ``t`` raises
+            :class:`node.TimeOrderError`, which is also an ``AssertionError`` (torchdiffeq's
+            type for it).
+        node.SolverError: a numerical failure (step budget, step size, non-finite values); also
+            an ``AssertionError``, so code written for torchdiffeq that catches those works.
     """
     if event_fn is not None:
-        from node.events import solve_until_event
+        from node.complex_state import solve_until_event
 
         return solve_until_event(
             func, y0, t, event_fn=event_fn, rtol=rtol, atol=atol, method=method, options=options

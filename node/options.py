@@ -1,22 +1,27 @@
 """Typed solver options.
 
 ``odeint(..., options={...})`` takes a plain dict for torchdiffeq compatibility; it is parsed here
-into one of two dataclasses, so every key is checked (a typo raises instead of being ignored) and
-every value has one documented type and default.
+into one of two dataclasses, so every value has one documented type and default.
 
 A method runs in one of two modes:
 
-* **adaptive** (an embedded pair, no ``step_size``/``grid_constructor`` given):
-  :class:`AdaptiveOptions`;
-* **fixed grid** (a fixed-step method, or any method given ``step_size`` or
-  ``grid_constructor``): :class:`FixedGridOptions`. Running an adaptive pair on a fixed grid is
-  allowed (the error estimate is then simply not computed), as diffrax's ``ConstantStepSize``.
+* **adaptive** (an embedded pair): :class:`AdaptiveOptions`;
+* **fixed grid** (a fixed-step method, or an embedded pair given ``adaptive=False``):
+  :class:`FixedGridOptions`. Running an adaptive pair on a fixed grid is allowed (the error
+  estimate is then simply not computed), as diffrax's ``ConstantStepSize``.
+
+Keys are treated as torchdiffeq treats them, so that the same call gives the same answer: a key
+that only the other mode uses (``step_size`` for ``dopri5``, ``first_step`` for ``rk4``, ...) is
+ignored with a :class:`UserWarning` naming it; in particular ``step_size`` never turns an adaptive
+method into a fixed-grid one (``adaptive=False`` does). A key that no method knows (a typo)
+raises a :class:`ValueError`.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -79,6 +84,13 @@ class AdaptiveOptions:
 class FixedGridOptions:
     """Options of fixed-grid solves (torchdiffeq's names and defaults).
 
+    Fixed-step methods (``euler``, ``rk4``, ...) always run in this mode. An adaptive method (an
+    embedded pair such as ``dopri5``) runs in it only when the option dict says
+    ``adaptive=False``, e.g. ``options=dict(adaptive=False, step_size=0.1)``: its higher-order
+    solution is then taken on the grid and the error estimate is not computed. (Without
+    ``adaptive=False`` an adaptive method ignores ``step_size``, with a warning, as torchdiffeq
+    does.)
+
     Attributes:
         step_size: grid spacing; ``None`` steps exactly from one output time to the next.
         grid_constructor: ``grid_constructor(func, y0, t) -> 1-D tensor`` builds the grid
@@ -104,6 +116,14 @@ def _field_names(cls) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
 
 
+# The option-dict key that selects the mode of an adaptive method (it is no dataclass field: a
+# dataclass instance says its mode by its type).
+MODE_KEY = "adaptive"
+# Keys of torchdiffeq's methods that node has no use for (the implicit methods' iteration limit):
+# accepted, with the warning torchdiffeq gives to any key a method does not use.
+_FOREIGN_KEYS = ("max_iters",)
+
+
 def uses_fixed_grid(adaptive_method: bool, options: Mapping[str, Any] | None) -> bool:
     """Whether a method runs on a fixed grid with these options."""
     if not adaptive_method:
@@ -112,8 +132,39 @@ def uses_fixed_grid(adaptive_method: bool, options: Mapping[str, Any] | None) ->
         return isinstance(options, FixedGridOptions)
     if not isinstance(options, Mapping):
         return False  # parse_options raises the TypeError
-    options = options or {}
-    return options.get("step_size") is not None or options.get("grid_constructor") is not None
+    return options.get(MODE_KEY, True) is False
+
+
+def options_dict(options: AdaptiveOptions | FixedGridOptions) -> dict[str, Any]:
+    """Typed options back as a dict that :func:`parse_options` maps to the same mode."""
+    out = {name: getattr(options, name) for name in _field_names(type(options))}
+    if isinstance(options, FixedGridOptions):
+        out[MODE_KEY] = False
+    return out
+
+
+def _drop_unused(options: Mapping[str, Any], valid: tuple[str, ...], fixed_grid: bool,
+                 method: str) -> dict[str, Any]:
+    """The options this mode uses; warn about those only another mode uses, raise on typos."""
+    other = _field_names(AdaptiveOptions if fixed_grid else FixedGridOptions)
+    known = set(valid) | set(other) | set(_FOREIGN_KEYS) | {MODE_KEY}
+    unknown = sorted(k for k in options if k not in known)
+    mode = "fixed-grid" if fixed_grid else "adaptive"
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {unknown} for method {method!r} ({mode} mode); "
+            f"valid options are: {', '.join(valid)}"
+        )
+    unused = sorted(k for k in options if k not in valid and k != MODE_KEY)
+    if unused:
+        hint = ""
+        if not fixed_grid and {"step_size", "grid_constructor"} & set(unused):
+            hint = (f"; to run {method!r} on a fixed grid, pass "
+                    f"options=dict({MODE_KEY}=False, step_size=...)")
+        # torchdiffeq warns about such keys and goes on; doing the same keeps its results.
+        warnings.warn(f"option(s) {unused} not used by method {method!r} ({mode} mode) and "
+                      f"ignored{hint}", UserWarning, stacklevel=4)
+    return {k: v for k, v in options.items() if k in valid}
 
 
 def _times(name: str, value) -> tuple[float, ...]:
@@ -163,13 +214,13 @@ def parse_options(
         raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
     cls = FixedGridOptions if fixed_grid else AdaptiveOptions
     valid = _field_names(cls)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        mode = "fixed-grid" if fixed_grid else "adaptive"
-        raise ValueError(
-            f"unknown option(s) {unknown} for method {method!r} ({mode} mode); "
-            f"valid options are: {', '.join(valid)}"
-        )
+    mode_value = options.get(MODE_KEY, not fixed_grid)
+    if not isinstance(mode_value, bool):
+        raise TypeError(f"options[{MODE_KEY!r}] must be True or False, got {mode_value!r}")
+    if mode_value and fixed_grid:
+        raise ValueError(f"options[{MODE_KEY!r}]=True needs an adaptive method (an embedded "
+                         f"pair); method {method!r} has no error estimate")
+    options = _drop_unused(options, valid, fixed_grid, method)
     kw = {k: v for k, v in options.items() if v is not None or k in ("first_step", "norm")}
     if "dtype" in kw:
         kw["dtype"] = _dtype(kw["dtype"])

@@ -9,6 +9,7 @@ import torch
 
 from node.adaptive import integrate_adaptive
 from node.callbacks import StepCallbacks
+from node.complex_state import ComplexView, complex_view_of
 from node.fixed_grid import integrate_fixed_grid, make_grid
 from node.inputs import check_func, check_times
 from node.methods import get_tableau
@@ -34,6 +35,7 @@ class Problem:
     rtol: object
     atol: object
     callback_owner: object = None  # whose step callbacks to call (default: func)
+    complex_view: ComplexView | None = None  # a complex state solved as its real view
 
     @property
     def fixed_grid(self) -> bool:
@@ -49,17 +51,24 @@ class Problem:
         """The error test; ``norm`` (flat) overrides the options' and the default norm."""
         if norm is not None:
             return ErrorScale(self.rtol, self.atol, norm, homogeneous=True)
+        view = self.complex_view
+        magnitude = torch.abs if view is None else view.magnitude
         user_norm = self.options.norm
         if user_norm is not None:
             layout = self.layout
 
             def unflattened(x: torch.Tensor) -> torch.Tensor:
-                return torch.as_tensor(user_norm(layout.unflatten(x)))
+                err = layout.unflatten(x)
+                return torch.as_tensor(user_norm(err if view is None else view.complex(err)))
 
-            return ErrorScale(self.rtol, self.atol, unflattened, homogeneous=False)
+            return ErrorScale(self.rtol, self.atol, unflattened, False, magnitude)
         if self.layout.is_tuple and len(self.layout.numels) > 1:
-            return ErrorScale(self.rtol, self.atol, mixed_rms_norm(self.layout.numels), True)
-        return ErrorScale(self.rtol, self.atol, rms_norm, homogeneous=True)
+            flat_norm = mixed_rms_norm(self.layout.numels)
+        else:
+            flat_norm = rms_norm
+        if view is not None:
+            flat_norm = view.entry_norm(flat_norm)
+        return ErrorScale(self.rtol, self.atol, flat_norm, True, magnitude)
 
     def integrate(
         self,
@@ -101,7 +110,11 @@ class Problem:
 
 
 def make_problem(func, y0, t, *, method, rtol, atol, options) -> Problem:
-    """Validate the arguments of a solve (every check names the argument at fault)."""
+    """Validate the arguments of a solve (every check names the argument at fault).
+
+    A complex state arrives here already as its real view, with ``func`` wrapped by
+    :meth:`node.complex_state.ComplexView.func`; the wrapper says so (for the error test).
+    """
     check_func(func)
     layout = StateLayout(y0)
     direction = check_times(t)
@@ -116,4 +129,5 @@ def make_problem(func, y0, t, *, method, rtol, atol, options) -> Problem:
     fixed = uses_fixed_grid(tableau.adaptive, options)
     opts = parse_options(options, fixed_grid=fixed, method=tableau.name)
     taus = [direction * float(v) for v in t.detach().tolist()]
-    return Problem(func, y0, t, layout, direction, taus, tableau, opts, rtol_flat, atol_flat)
+    return Problem(func, y0, t, layout, direction, taus, tableau, opts, rtol_flat, atol_flat,
+                   complex_view=complex_view_of(func))

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import torch
 
 from node.checkpoint import integrate_checkpointed
+from node.complex_state import ComplexView
 from node.errors import SolverError, Status
 from node.problem import Problem, make_problem
 from node.solution import Integration, Solution
@@ -41,7 +42,13 @@ def solve(
 
     Args:
         func: the vector field ``func(t, y) -> dy/dt`` (``t`` a 0-d tensor, ``y`` like ``y0``).
-        y0: initial state, a floating tensor of any shape or a tuple of such tensors.
+            A derivative of another floating dtype than the state's (float64 for a float32
+            state, say) is cast to the state's dtype, as torchdiffeq accepts it; a wrong shape
+            or a non-floating dtype raises.
+        y0: initial state, a floating or complex tensor of any shape, or a tuple of such
+            tensors (of one dtype). A complex state is solved as its real view (time stays
+            real; the error test measures complex entries by magnitude, as torchdiffeq does;
+            see :mod:`node.complex_state`).
         t: 1-D strictly increasing or decreasing output times; ``t[0]`` is the initial time.
         method: a registered method name (see :func:`node.available_methods`) or a tableau.
         rtol, atol: tolerances: numbers, per-element tensors, or tuples for tuple states.
@@ -62,6 +69,22 @@ def solve(
     Returns:
         A :class:`~node.Solution` with ``ys`` of shape ``[len(t), *y0.shape]``.
     """
+    view = ComplexView.of(y0)
+    if view is not None:
+        try:
+            solution = solve(
+                view.func(func), view.real(y0), t, method=method, rtol=view.tolerance(rtol),
+                atol=view.tolerance(atol), options=options, gradient=gradient,
+                adjoint_params=adjoint_params, adjoint_rtol=view.tolerance(adjoint_rtol),
+                adjoint_atol=view.tolerance(adjoint_atol), adjoint_method=adjoint_method,
+                adjoint_options=adjoint_options, on_failure=on_failure,
+            )
+        except SolverError as error:
+            if error.solution is not None:
+                error.solution.ys = view.complex(error.solution.ys)
+            raise
+        solution.ys = view.complex(solution.ys)
+        return solution
     if on_failure not in ("raise", "return"):
         raise ValueError(f"on_failure must be 'raise' or 'return', got {on_failure!r}")
     if gradient not in GRADIENT_MODES:

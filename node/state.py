@@ -20,7 +20,7 @@ Tolerance = float | torch.Tensor
 class StateLayout:
     """Shapes of the user's state and the maps to and from the flat solver state."""
 
-    def __init__(self, y0) -> None:
+    def __init__(self, y0, *, allow_complex: bool = False) -> None:
         if isinstance(y0, torch.Tensor):
             tensors = (y0,)
             self.is_tuple = False
@@ -38,8 +38,9 @@ class StateLayout:
         first = tensors[0]
         for i, y in enumerate(tensors):
             where = f"y0[{i}]" if self.is_tuple else "y0"
-            if not y.is_floating_point():
-                raise TypeError(f"{where} must have a floating dtype, got {y.dtype}")
+            if not (y.is_floating_point() or (allow_complex and y.is_complex())):
+                kinds = "floating or complex" if allow_complex else "floating"
+                raise TypeError(f"{where} must have a {kinds} dtype, got {y.dtype}")
             if y.dtype != first.dtype:
                 raise TypeError(f"{where} has dtype {y.dtype}, expected {first.dtype} like y0[0]")
             if y.device != first.device:
@@ -118,8 +119,11 @@ def _tolerance_tensor(name, tol, shape, dtype, device) -> torch.Tensor:
 class FlatVectorField:
     """``func(t, y)`` seen from the solver: flat states, solver time, evaluation counting.
 
-    The first call checks that ``func`` returns the state's structure, shape and dtype, so that a
-    mismatch is reported by name instead of surfacing as a broadcasting error mid-solve.
+    The first call checks that ``func`` returns the state's structure and shape, so that a
+    mismatch is reported by name instead of surfacing as a broadcasting error mid-solve. A
+    derivative of another floating dtype (a float64 ``func`` on a float32 state, say) is accepted
+    and cast to the state's dtype, as torchdiffeq accepts it; the cast is skipped, at no cost,
+    when the dtypes match.
     """
 
     def __init__(
@@ -136,6 +140,7 @@ class FlatVectorField:
         self.device = layout.device
         self.nfe = 0
         self._checked = False
+        self._cast: torch.dtype | None = None  # set by the first call if func's dtype differs
         self._plain_vector = not layout.is_tuple and len(layout.shapes[0]) == 1
 
     def time(self, tau: float) -> torch.Tensor:
@@ -169,34 +174,43 @@ class FlatVectorField:
         else:
             out = self.func(t, self.layout.unflatten(y))
         if not self._checked:
-            self._check(out)
+            self._cast = check_derivative(out, self.layout)
+            self._checked = True
         if self._plain_vector:
-            return out
-        return self.layout.flatten(out)
+            return out if self._cast is None else out.to(self._cast)
+        flat = self.layout.flatten(out)
+        return flat if self._cast is None else flat.to(self._cast)
 
-    def _check(self, out) -> None:
-        layout = self.layout
-        outs: Sequence = out if layout.is_tuple else (out,)
-        if layout.is_tuple and not isinstance(out, tuple | list):
-            raise TypeError(
-                f"func must return a tuple of {len(layout.shapes)} tensors for a tuple state, got "
-                f"{type(out).__name__}"
-            )
-        if len(outs) != len(layout.shapes):
+
+def check_derivative(out, layout: StateLayout) -> torch.dtype | None:
+    """Check ``func``'s output against the state; return the dtype to cast it to, if any.
+
+    The output must have the state's structure and shapes and a floating dtype (or, for a
+    complex state, a floating or complex one); another dtype than the state's is cast to it.
+    """
+    outs: Sequence = out if layout.is_tuple else (out,)
+    if layout.is_tuple and not isinstance(out, tuple | list):
+        raise TypeError(
+            f"func must return a tuple of {len(layout.shapes)} tensors for a tuple state, got "
+            f"{type(out).__name__}"
+        )
+    if len(outs) != len(layout.shapes):
+        raise ValueError(
+            f"func returned {len(outs)} tensors, expected {len(layout.shapes)} like y0"
+        )
+    for i, (o, shape) in enumerate(zip(outs, layout.shapes, strict=True)):
+        where = f"func(t, y)[{i}]" if layout.is_tuple else "func(t, y)"
+        if not isinstance(o, torch.Tensor):
+            raise TypeError(f"{where} must return a tensor, got {type(o).__name__}")
+        if o.shape != shape:
             raise ValueError(
-                f"func returned {len(outs)} tensors, expected {len(layout.shapes)} like y0"
+                f"{where} returned shape {tuple(o.shape)}, expected the state's shape "
+                f"{tuple(shape)}"
             )
-        for i, (o, shape) in enumerate(zip(outs, layout.shapes, strict=True)):
-            where = f"func(t, y)[{i}]" if layout.is_tuple else "func(t, y)"
-            if not isinstance(o, torch.Tensor):
-                raise TypeError(f"{where} must return a tensor, got {type(o).__name__}")
-            if o.shape != shape:
-                raise ValueError(
-                    f"{where} returned shape {tuple(o.shape)}, expected the state's shape "
-                    f"{tuple(shape)}"
-                )
-            if o.dtype != layout.dtype:
-                raise TypeError(
-                    f"{where} returned dtype {o.dtype}, expected the state's dtype {layout.dtype}"
-                )
-        self._checked = True
+        if not (o.is_floating_point() or (o.is_complex() and layout.dtype.is_complex)):
+            raise TypeError(
+                f"{where} returned dtype {o.dtype}, expected a floating dtype like the "
+                f"state's ({layout.dtype})"
+            )
+    dtypes = {o.dtype for o in outs}
+    return None if dtypes == {layout.dtype} else layout.dtype

@@ -27,9 +27,13 @@ class ErrorScale:
         norm: a flat norm.
         homogeneous: whether ``norm(c * x) == |c| * norm(x)``; then the step size is factored out
             of the norm instead of multiplied into the error vector (one tensor operation less).
+        magnitude: the size of each state element in ``max(|y0|, |y1|)`` (default ``abs``; a
+            complex state's real view uses each entry's modulus, see :mod:`node.complex_state`).
     """
 
-    def __init__(self, rtol, atol, norm: FlatNorm, homogeneous: bool) -> None:
+    def __init__(self, rtol, atol, norm: FlatNorm, homogeneous: bool,
+                 magnitude: Callable[[torch.Tensor], torch.Tensor] = torch.abs) -> None:
+        self.magnitude = magnitude
         self.rtol = rtol
         self.atol = atol
         self.norm = norm
@@ -65,7 +69,7 @@ class ErrorScale:
         """The step's error ratio and ``|y1|`` (reused as ``|y0|`` by the next step)."""
         with torch.no_grad():
             err = torch.mv(K.T, b_error)
-            y1_abs = y1.abs()
+            y1_abs = self.magnitude(y1)
             err.div_(self.scale(torch.maximum(y0_abs, y1_abs)))
             if self._rms and err.numel():
                 return torch.linalg.vector_norm(err).item() * h_abs / math.sqrt(err.numel()), y1_abs
@@ -87,7 +91,7 @@ class ErrorScale:
         Costs one evaluation of ``f``. ``order`` is the method's order.
         """
         with torch.no_grad():
-            scale = self.scale(y0.abs())
+            scale = self.scale(self.magnitude(y0))
             d0 = self.norm(y0 / scale).item()
             d1 = self.norm(f0 / scale).item()
             finite = math.isfinite(d0) and math.isfinite(d1)

@@ -535,7 +535,7 @@ def test_per_sample_needs_a_batched_tensor_state():
 @pytest.mark.parametrize(("method", "options"), [
     ("rk4", {"step_size": 0.01}),
     ("euler", {"step_size": 0.01}),
-    ("dopri5", {"step_size": 0.01}),
+    ("dopri5", {"adaptive": False, "step_size": 0.01}),
 ])
 def test_fixed_step_method_raises_clear_value_error(method, options):
     with pytest.raises(ValueError, match="event handling needs adaptive steps"):

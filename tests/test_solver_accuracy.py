@@ -186,13 +186,13 @@ def test_reverse_time_fixed_grid_mirrors_forward(method):
     """A fixed grid backwards is the forward solve of the time-reversed field, step for step."""
     p = FORCED
     t_back = torch.tensor([3.0, 2.2, 1.0], dtype=torch.float64)
-    back = node.odeint(p.func, p.y0_tensor(), t_back, method=method, options=dict(step_size=0.1))
+    grid = dict(adaptive=False, step_size=0.1)  # (adaptive=False: dopri5 on the grid too)
+    back = node.odeint(p.func, p.y0_tensor(), t_back, method=method, options=grid)
 
     def reversed_field(s, y):  # z(s) = y(3 - s) solves z' = -f(3 - s, z)
         return -p.func(3.0 - s, y)
 
-    fwd = node.odeint(reversed_field, p.y0_tensor(), 3.0 - t_back, method=method,
-                      options=dict(step_size=0.1))
+    fwd = node.odeint(reversed_field, p.y0_tensor(), 3.0 - t_back, method=method, options=grid)
     assert torch.allclose(back, fwd, rtol=0, atol=1e-12)
 
 
@@ -224,9 +224,10 @@ def _rms(x):
 def test_tuple_state_fixed_grid_equals_concatenated(method):
     a0, b0 = _tuple_state()
     t = torch.linspace(0, 2, 6, dtype=torch.float64)
-    ya, yb = node.odeint(_tuple_field, (a0, b0), t, method=method, options=dict(step_size=0.1))
+    grid = dict(adaptive=False, step_size=0.1)  # (adaptive=False: dopri5 on the grid too)
+    ya, yb = node.odeint(_tuple_field, (a0, b0), t, method=method, options=grid)
     yc = node.odeint(_concat_field, torch.cat([a0, b0.reshape(-1)]), t, method=method,
-                     options=dict(step_size=0.1))
+                     options=grid)
     assert ya.shape == (6, 2) and yb.shape == (6, 2, 3)
     torch.testing.assert_close(ya, yc[:, :2], rtol=0, atol=1e-14)
     torch.testing.assert_close(yb.reshape(6, -1), yc[:, 2:], rtol=0, atol=1e-14)

@@ -313,9 +313,9 @@ def test_grid_constructor():
     assert len(calls) == 1 and calls[0][1] is y0 and calls[0][2] is t
     assert f.times == pytest.approx([0.0, 0.1, 0.3, 0.7])
     assert sol.ys[-1].item() == pytest.approx(0.9 * 0.8 * 0.6 * 0.7, rel=1e-14)
-    # An adaptive method with a grid_constructor runs on that grid too.
+    # An adaptive method asked to (adaptive=False) runs on that grid too.
     sol5 = node.solve(lambda t, y: -y, y0, t, method="dopri5",
-                      options=dict(grid_constructor=constructor))
+                      options=dict(adaptive=False, grid_constructor=constructor))
     assert sol5.stats["n_steps"] == 4
 
 

@@ -1,7 +1,7 @@
 """Convergence order of every method, measured by step halving on fixed grids.
 
-``options=dict(step_size=h)`` runs any method (adaptive pairs included) on a fixed grid. The test
-problem is nonlinear, non-autonomous and has an exact solution:
+``options=dict(adaptive=False, step_size=h)`` runs any method (adaptive pairs included) on a
+fixed grid. The test problem is nonlinear, non-autonomous and has an exact solution:
 
     y0' = -y1 (y0^2 + y1^2),  y1' = y0 (y0^2 + y1^2),  y2' = -2 t y2^2,
 
@@ -57,7 +57,7 @@ def test_convergence_order_by_step_halving(method):
     hs, errors = [], []
     for n in STEPS[order]:
         h = T_END / n
-        sol = node.solve(field, Y0, t, method=method, options=dict(step_size=h))
+        sol = node.solve(field, Y0, t, method=method, options=dict(adaptive=False, step_size=h))
         assert sol.stats["n_steps"] == n
         hs.append(h)
         errors.append(float((sol.ys[-1] - exact(T_END)).abs().max()))
@@ -79,8 +79,9 @@ def test_known_orders():
 def test_step_size_grid_includes_output_times(method):
     """Output times on the grid are grid values: the same as a solve that ends there."""
     t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
-    ys = node.odeint(field, Y0, t, method=method, options=dict(step_size=0.125))
-    y_half = node.odeint(field, Y0, t[:2], method=method, options=dict(step_size=0.125))
+    opts = dict(adaptive=False, step_size=0.125)
+    ys = node.odeint(field, Y0, t, method=method, options=opts)
+    y_half = node.odeint(field, Y0, t[:2], method=method, options=opts)
     torch.testing.assert_close(ys[1], y_half[1], rtol=0, atol=1e-15)
 
 
@@ -101,7 +102,7 @@ def _interp_errors(interp: str, method: str = "rk4"):
     for n in (8, 16, 32, 64):
         h = T_END / n
         ys = node.odeint(FORCED.func, FORCED.y0_tensor(), t_out, method=method,
-                         options=dict(step_size=h, interp=interp))
+                         options=dict(adaptive=False, step_size=h, interp=interp))
         hs.append(h)
         errors.append(max_error(ys, reference(FORCED, t_out)))
     return hs, errors
@@ -121,9 +122,9 @@ def test_cubic_interpolation_costs_nothing_extra_for_fsal_grid_steps():
     may need one more evaluation)."""
     t_out = torch.tensor([0.0, 0.33, 1.9], dtype=torch.float64)
     lin = node.solve(FORCED.func, FORCED.y0_tensor(), t_out, method="rk4",
-                     options=dict(step_size=0.25, interp="linear"))
+                     options=dict(adaptive=False, step_size=0.25, interp="linear"))
     cub = node.solve(FORCED.func, FORCED.y0_tensor(), t_out, method="rk4",
-                     options=dict(step_size=0.25, interp="cubic"))
+                     options=dict(adaptive=False, step_size=0.25, interp="cubic"))
     assert lin.stats["n_steps"] == cub.stats["n_steps"] == 8
     assert cub.stats["nfe"] <= lin.stats["nfe"] + 1
     # Grid values are the same; only the interpolated ones differ.
@@ -133,10 +134,10 @@ def test_cubic_interpolation_costs_nothing_extra_for_fsal_grid_steps():
 def test_linear_interpolation_matches_lerp_of_grid_values():
     grid_t = torch.tensor([0.0, 0.25, 0.5], dtype=torch.float64)
     on_grid = node.odeint(FORCED.func, FORCED.y0_tensor(), grid_t, method="rk4",
-                          options=dict(step_size=0.25))
+                          options=dict(adaptive=False, step_size=0.25))
     between = node.odeint(FORCED.func, FORCED.y0_tensor(),
                           torch.tensor([0.0, 0.3, 0.5], dtype=torch.float64), method="rk4",
-                          options=dict(step_size=0.25))
+                          options=dict(adaptive=False, step_size=0.25))
     expected = torch.lerp(on_grid[1], on_grid[2], 0.2)
     torch.testing.assert_close(between[2], on_grid[2], rtol=0, atol=0)
     torch.testing.assert_close(between[1], expected, rtol=0, atol=1e-14)

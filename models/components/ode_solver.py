@@ -142,6 +142,8 @@ class ODESolver(nn.Module):
         opts: dict[str, Any] = dict(self.extra_options)
         if self.step_size is not None:
             opts["step_size"] = self.step_size
+            if node.get_tableau(self.method).adaptive:
+                opts["adaptive"] = False  # node (like torchdiffeq) ignores step_size otherwise
         if self.max_num_steps is not None:
             opts["max_num_steps"] = self.max_num_steps
         return opts
