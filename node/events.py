@@ -152,13 +152,18 @@ def solve_until_event(
     if not torch.is_grad_enabled():
         return _without_gradients(problem, locator, t.dtype, per_sample)
     # Differentiable states at the event times, in the requested gradient mode.
+    # The output times in t's dtype: event times that round to the same value share an output,
+    # and one that rounds to t[0] (an event closer to the start than t's resolution) is y0.
     direction = problem.direction
-    order = sorted(set(locator.times), key=lambda v: direction * v)
+    times = torch.tensor(locator.times, dtype=t.dtype, device=problem.layout.device)
+    rounded = times.tolist()
+    start = float(t[0].detach())
+    order = sorted(set(rounded) - {start}, key=lambda v: direction * v)
     if problem.fixed_grid:
         # End the re-solve on the grid point closing the last event's step, so that the event
         # times are interpolated inside the same grid steps as when they were located.
-        grid_end = direction * max(locator.step_ends)
-        if grid_end != order[-1]:
+        grid_end = torch.tensor(direction * max(locator.step_ends), dtype=t.dtype).item()
+        if not order or direction * grid_end > direction * order[-1]:
             order.append(grid_end)
     t_out = torch.cat([t[:1], torch.tensor(order, dtype=t.dtype, device=t.device)])
     # The user's options: the step budget above only guards the search (same steps here), and
@@ -166,15 +171,14 @@ def solve_until_event(
     sol = solve(func, y0, t_out, method=method, rtol=rtol, atol=atol, options=user_options,
                 gradient=gradient, **adjoint_kwargs)
     ys = sol.ys
-    index = {v: i + 1 for i, v in enumerate(order)}
+    index = {v: i + 1 for i, v in enumerate(order)} | {start: 0}
     if per_sample:
-        rows = torch.tensor([index[v] for v in locator.times], device=ys.device)
+        rows = torch.tensor([index[v] for v in rounded], device=ys.device)
         y_event = ys[rows, torch.arange(ys.shape[1], device=ys.device)]
     elif problem.layout.is_tuple:
-        y_event = tuple(y[index[locator.times[0]]] for y in ys)
+        y_event = tuple(y[index[rounded[0]]] for y in ys)
     else:
-        y_event = ys[index[locator.times[0]]]
-    times = torch.tensor(locator.times, dtype=t.dtype, device=problem.layout.device)
+        y_event = ys[index[rounded[0]]]
     event_t, y_event = attach_event_gradient(problem, event_fn, times, locator.components,
                                              y_event, per_sample)
     if problem.layout.is_tuple:
