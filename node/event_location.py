@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from node.errors import SolverError, Status
-from node.interpolation import dense_polynomials, hermite
+from node.interpolation import dense_polynomials, hermite, interpolate
 from node.problem import Problem
 
 _INTERIOR_SAMPLES = 4
@@ -63,6 +63,7 @@ class EventLocator:
         self.f = self.problem.vector_field()
         self.cubic = problem.fixed_grid and problem.options.interp == "cubic"
         self.polys = None if problem.fixed_grid else dense_polynomials(problem.tableau)
+        self.coeffs = None if self.polys is None else torch.tensor(self.polys, dtype=torch.float64)
         self.times: list[float] = [math.nan] * self.batch
         self.components: list[int] = [0] * self.batch
         self.step_ends: list[float] = [math.nan] * self.batch
@@ -102,19 +103,24 @@ class EventLocator:
         """Called after each accepted step; True ends the solve (every sample has fired)."""
         step = _Step(tau0, y0, tau1, y1, K, h, f1)
         direction = self.problem.direction
-        pending = ~self.done.unsqueeze(1)
+        n = _INTERIOR_SAMPLES + 1
+        thetas = [j / n for j in range(1, n)]
+        interior = self._states_at_fractions(step, thetas).T.contiguous()  # [M, N]
+        vals = [self.values(direction * (tau0 + th * (tau1 - tau0)), y)
+                for th, y in zip(thetas, interior, strict=True)]
+        vals.append(self.values(direction * tau1, y1))
+        vals = torch.stack(vals).double().cpu()  # [M + 1, batch, k]: one device sync
         ref = self.g_prev  # the last non-zero value (zero: no sign yet)
+        if bool((vals * ref > 0).all()):  # the common step: no zero, no sign change
+            self.g_prev = vals[-1]
+            return False
+        pending = ~self.done.unsqueeze(1)
         lo = torch.zeros_like(ref)
         hi = torch.ones_like(ref)
         g_lo, g_hi = ref.clone(), ref.clone()
         crossed = torch.zeros_like(ref, dtype=torch.bool)
         theta_prev = 0.0
-        for j in range(1, _INTERIOR_SAMPLES + 2):
-            theta = j / (_INTERIOR_SAMPLES + 1)
-            if j == _INTERIOR_SAMPLES + 1:
-                g = self.values(direction * tau1, y1).double().cpu()
-            else:
-                g = self._values_at(step, torch.full((self.batch,), theta, dtype=torch.float64))
+        for theta, g in zip([*thetas, 1.0], vals, strict=True):
             new = pending & ~crossed & (((ref * g) < 0) | ((g == 0) & (ref != 0)))
             lo = torch.where(new, theta_prev, lo)
             hi = torch.where(new, theta, hi)
@@ -123,8 +129,6 @@ class EventLocator:
             crossed |= new
             ref = torch.where(g == 0, ref, g)
             theta_prev = theta
-            if bool((crossed.any(dim=1) | self.done).all()):
-                break  # a later sample cannot hold an earlier event
         self.g_prev = ref
         if not bool(crossed.any()):
             return False
@@ -197,11 +201,21 @@ class EventLocator:
             widths = [widths[1], widths[2], hi - lo]
         return hi
 
+    def _states_at_fractions(self, step: _Step, thetas: list[float]) -> torch.Tensor:
+        """The flat states at fractions ``thetas`` of the step (all samples), ``[N, M]``."""
+        if self.polys is not None:
+            return interpolate(step.y0, step.K, step.h, self.polys, thetas)
+        th = torch.tensor(thetas, dtype=step.y0.dtype, device=step.y0.device)
+        y0, y1 = step.y0.unsqueeze(1), step.y1.unsqueeze(1)
+        if self.cubic:
+            return hermite(y0, y1, step.K[0].unsqueeze(1), step.f1.unsqueeze(1), step.h, th)
+        return y0 + th * (y1 - y0)
+
     def _state_at(self, step: _Step, theta: torch.Tensor) -> torch.Tensor:
         """The flat state with each sample at its own fraction ``theta[b]`` of the step."""
         n_per = step.y0.shape[0] // self.batch
         if self.polys is not None:
-            coeffs = torch.tensor(self.polys, dtype=torch.float64)  # [S, P]: theta**1..P
+            coeffs = self.coeffs  # [S, P]: powers theta**1..P
             powers = theta.unsqueeze(1) ** torch.arange(1, coeffs.shape[1] + 1,
                                                         dtype=torch.float64)
             weights = (coeffs @ powers.T).to(dtype=step.K.dtype, device=step.K.device)

@@ -120,16 +120,17 @@ def test_reverse_event_gradients_match_analytic(mode):
 
 @pytest.mark.parametrize("interface", [node.odeint, node.odeint_adjoint])
 def test_reverse_vector_event_through_either_interface(interface):
-    # Components: x - 1.2 and x - 0.5; going back from (0, -5), x = 0.5 comes first.
+    # Components: x - 1.2 and x - 1; going back from (0, -5), x = 1 comes first (one step spans
+    # both crossings of both levels).
     h = scalar(0.0, True)
     kwargs = {"adjoint_params": ()} if interface is node.odeint_adjoint else {}
     event_t, sol = node.odeint_event(
         lambda t, y: torch.stack([y[1], -G * torch.ones_like(y[1])]), torch.stack(
             [h, scalar(-5.0)]), 0.0, reverse_time=True, odeint_interface=interface,
-        event_fn=lambda t, y: torch.stack([y[0] - 1.2, y[0] - 0.5]), rtol=1e-10, atol=1e-11,
+        event_fn=lambda t, y: torch.stack([y[0] - 1.2, y[0] - 1.0]), rtol=1e-10, atol=1e-11,
         **kwargs)
-    s, r = backwards_to_level(0.0, -5.0, 0.5)
-    assert close(event_t, s, 1e-10) and close(sol[1, 0], 0.5, 1e-10)
+    s, r = backwards_to_level(0.0, -5.0, 1.0)
+    assert close(event_t, s, 1e-10) and close(sol[1, 0], 1.0, 1e-10)
     (dt_dh,) = torch.autograd.grad(event_t, h)
     assert close(dt_dh, 1 / r, 1e-7)
 
@@ -250,7 +251,7 @@ def test_learn_physics_scenario_trains():
         grads = [p.grad for p in model.parameters()]
         assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert len(gt_events) >= 3 and len(events) >= 3  # bounces, then the terminal time
     assert abs(float(gt_events[-1]) - 5.0) < 1e-6 and abs(float(events[-1]) - 5.0) < 1e-6
     assert losses[-1] < losses[0]
