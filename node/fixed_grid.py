@@ -8,6 +8,7 @@ the next step's first stage, so it costs nothing except after the last step.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 
@@ -27,7 +28,8 @@ def make_grid(
     direction: float,
     constructor_args: Callable[[], tuple] | None = None,
 ) -> list[float]:
-    """The grid in solver time (increasing), from ``taus[0]`` to ``taus[-1]``."""
+    """The grid in solver time (increasing), from ``taus[0]`` to ``taus[-1]``; with
+    ``taus[-1] = inf`` (event solves, which need ``step_size``) an unending generator."""
     start, end = taus[0], taus[-1]
     if options.grid_constructor is not None:
         grid = options.grid_constructor(*constructor_args())
@@ -46,6 +48,8 @@ def make_grid(
     if options.step_size is None:
         return list(taus)
     step = options.step_size
+    if math.isinf(end):  # an event solve: steps until the observer stops it
+        return (start + k * step for k in itertools.count())
     # The tiny relative slack keeps a span that is a multiple of step_size in rounding from
     # producing an extra, nearly empty last step.
     n = max(1, math.ceil((end - start) / step * (1 - 1e-12)))
@@ -65,9 +69,12 @@ def integrate_fixed_grid(
     step=rk_step,
     k0: torch.Tensor | None = None,
     tape=None,
+    observer=None,
 ) -> Integration:
     """Step over ``grid``; ``k0`` is the first step's first stage if the caller has it already
-    and ``tape``, if given, records every step (see :class:`node.checkpoint.StepTape`)."""
+    and ``tape``, if given, records every step (see :class:`node.checkpoint.StepTape`).
+    ``observer(tau0, y0, tau1, y1, K, h, f1)`` as in :func:`node.adaptive.integrate_adaptive`,
+    with ``f1`` the end derivative of the cubic interpolant (``None`` for linear)."""
     stats = Stats()
     direction = f.direction
     perturb = options.perturb
@@ -78,7 +85,7 @@ def integrate_fixed_grid(
     outputs = [y0]
     result = Integration(outputs, stats, tau=taus[0])
     i = 1
-    for tau0, tau1 in zip(grid, grid[1:], strict=False):
+    for tau0, tau1 in itertools.pairwise(grid):
         if i == n_out:
             break
         h_tau = tau1 - tau0
@@ -105,6 +112,12 @@ def integrate_fixed_grid(
         if co.reuse_last and not perturb:
             # Cubic interpolation needs it after the next step has rewritten K.
             k1 = keep(K[-1]) if cubic else K[-1]
+        if observer is not None:
+            if cubic and k1 is None:
+                k1 = f(tau1, y1, 1) if perturb else f(tau1, y1)
+            if observer(tau0, y, tau1, y1, K, h, k1 if cubic else None):
+                result.tau, result.h = tau1, h_tau
+                return result
         if tape is not None:
             j = i
             while j < n_out and taus[j] < tau1:

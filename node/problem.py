@@ -91,14 +91,9 @@ class Problem:
         if step is rk_step and not torch.is_grad_enabled() and not self.layout.is_tuple:
             step = BufferedRKStep(f, y0_flat, co)
         if self.fixed_grid:
-            if observer is not None:
-                raise ValueError(
-                    f"event handling needs adaptive steps; method {self.tableau.name!r} runs on "
-                    "a fixed grid here (use an adaptive method such as 'dopri5')"
-                )
             grid = make_grid(self.taus, self.options, self.direction, self._constructor_args)
             return integrate_fixed_grid(f, y0_flat, self.taus, grid, co, self.options, callbacks,
-                                        step=step, k0=k0, tape=tape)
+                                        step=step, k0=k0, tape=tape, observer=observer)
         options = self.options
         if first_step is not None:
             options = replace(options, first_step=first_step)
