@@ -42,13 +42,15 @@ def integrate_adaptive(
     observer=None,
     k0: torch.Tensor | None = None,
     tape=None,
+    progress=None,
 ) -> Integration:
     """Integrate from ``taus[0]`` through every later output time (solver time, increasing).
 
     ``observer(tau0, y0, tau1, y1, K, h)``, if given, is called after every accepted step and
     ends the solve successfully by returning True (event location uses this). ``k0`` is
     ``f(taus[0], y0)`` if the caller has it already. ``tape``, if given, records every accepted
-    step (see :class:`node.checkpoint.StepTape`).
+    step (see :class:`node.checkpoint.StepTape`); ``progress``, a
+    :class:`node.progress.ProgressBar`, is told of every step.
     """
     stats = Stats()
     direction = f.direction
@@ -84,6 +86,8 @@ def integrate_adaptive(
     forced_warned = False
 
     while True:
+        if progress is not None:
+            progress.step(tau, h_tau, stats)
         if stats.n_steps >= max_num_steps:
             return _fail(result, Status.MAX_STEPS, tau, h_tau,
                          f"max_num_steps={max_num_steps} steps taken before reaching the last "

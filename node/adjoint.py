@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
+from node.callbacks import warn_uncalled
 from node.errors import SolverError, Status
 from node.methods import get_tableau
 from node.norms import FlatNorm, mixed_rms_norm, seminorm
@@ -178,6 +179,7 @@ class AdjointSolver:
             rtol=_augmented_tolerance(rtol, n_params),
             atol=_augmented_tolerance(atol, n_params),
         )
+        warn_uncalled(problem.func, method.name, self.backward_problem.fixed_grid, "_adjoint")
 
     def forward(self, y0_flat: torch.Tensor) -> torch.Tensor:
         self.run = self.problem.integrate(self.f, y0_flat)

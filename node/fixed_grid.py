@@ -4,13 +4,20 @@ The grid is ``t`` itself, or ``t[0], t[0] + step_size, ...`` closed by ``t[-1]``
 user's ``grid_constructor`` returns. Output times between grid points are interpolated linearly or
 with cubic Hermite polynomials (``interp``); the derivative at a grid point needed by the latter is
 the next step's first stage, so it costs nothing except after the last step.
+
+A grid of more steps than ``max_num_steps`` fails before its first step: its length is known in
+advance, so stepping up to the budget first (possibly 2**31 - 1 steps) would only waste time. A
+``step_size`` grid is generated lazily (:class:`UniformGrid`), never stored, so that counting
+its steps costs nothing whatever its length.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -22,12 +29,31 @@ from node.solution import Integration, Stats
 from node.state import FlatVectorField
 
 
+@dataclass(frozen=True)
+class UniformGrid:
+    """``start, start + step, ..., start + (n - 1) * step, end``: ``n`` steps, made on the fly."""
+
+    start: float
+    step: float
+    n: int
+    end: float
+
+    def __len__(self) -> int:
+        return self.n + 1
+
+    def __iter__(self) -> Iterator[float]:
+        start, step = self.start, self.step
+        for k in range(self.n):
+            yield start + k * step
+        yield self.end
+
+
 def make_grid(
     taus: Sequence[float],
     options: FixedGridOptions,
     direction: float,
     constructor_args: Callable[[], tuple] | None = None,
-) -> list[float]:
+) -> Sequence[float] | UniformGrid | Iterator[float]:
     """The grid in solver time (increasing), from ``taus[0]`` to ``taus[-1]``; with
     ``taus[-1] = inf`` (event solves, which need ``step_size``) an unending generator."""
     start, end = taus[0], taus[-1]
@@ -51,18 +77,19 @@ def make_grid(
     if math.isinf(end):  # an event solve: steps until the observer stops it
         return (start + k * step for k in itertools.count())
     # The tiny relative slack keeps a span that is a multiple of step_size in rounding from
-    # producing an extra, nearly empty last step.
-    n = max(1, math.ceil((end - start) / step * (1 - 1e-12)))
-    grid = [start + k * step for k in range(n)]
-    grid.append(end)
-    return grid
+    # producing an extra, nearly empty last step; it is capped at 1e-6 steps so that on a very
+    # long grid it cannot swallow a step (which would make the last step twice as long).
+    # (min(..., float max) only keeps a span/step_size that overflows to inf countable.)
+    ratio = min((end - start) / step, sys.float_info.max)
+    n = max(1, math.ceil(ratio - min(1e-12 * ratio, 1e-6)))
+    return UniformGrid(start, step, n, end)
 
 
 def integrate_fixed_grid(
     f: FlatVectorField,
     y0: torch.Tensor,
     taus: Sequence[float],
-    grid: Sequence[float],
+    grid: Sequence[float] | UniformGrid,
     co: RKCoefficients,
     options: FixedGridOptions,
     callbacks=None,
@@ -70,9 +97,11 @@ def integrate_fixed_grid(
     k0: torch.Tensor | None = None,
     tape=None,
     observer=None,
+    progress=None,
 ) -> Integration:
-    """Step over ``grid``; ``k0`` is the first step's first stage if the caller has it already
-    and ``tape``, if given, records every step (see :class:`node.checkpoint.StepTape`).
+    """Step over ``grid``; ``k0`` is the first step's first stage if the caller has it already,
+    ``tape``, if given, records every step (see :class:`node.checkpoint.StepTape`) and
+    ``progress`` (a :class:`node.progress.ProgressBar`) is told of every step.
     ``observer(tau0, y0, tau1, y1, K, h, f1)`` as in :func:`node.adaptive.integrate_adaptive`,
     with ``f1`` the end derivative of the cubic interpolant (``None`` for linear)."""
     stats = Stats()
@@ -84,15 +113,25 @@ def integrate_fixed_grid(
     y = y0
     outputs = [y0]
     result = Integration(outputs, stats, tau=taus[0])
+    # An unending grid (an event solve) has no length: its budget is checked step by step.
+    budget_each_step = not hasattr(grid, "__len__")
+    if not budget_each_step and len(grid) - 1 > options.max_num_steps:
+        first, second = itertools.islice(grid, 2)
+        result.status, result.h = Status.MAX_STEPS, second - first
+        result.cause = (f"the grid needs {len(grid) - 1} steps, more than max_num_steps="
+                        f"{options.max_num_steps} (raise max_num_steps or use a coarser grid)")
+        return result
     i = 1
     for tau0, tau1 in itertools.pairwise(grid):
         if i == n_out:
             break
         h_tau = tau1 - tau0
-        if stats.n_steps >= options.max_num_steps:
+        if budget_each_step and stats.n_steps >= options.max_num_steps:
             result.status, result.tau, result.h = Status.MAX_STEPS, tau0, h_tau
             result.cause = f"max_num_steps={options.max_num_steps} grid steps taken"
             return result
+        if progress is not None:
+            progress.step(tau0, h_tau, stats)
         h = direction * h_tau
         if callbacks is not None:
             callbacks.step(tau0, y, h)

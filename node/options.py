@@ -61,6 +61,8 @@ class AdaptiveOptions:
             0.3/0.3/0 are one of the pairs listed in diffrax's ``PIDController`` documentation.
             With ``pcoeff=dcoeff=0, icoeff=1`` it uses the integral controller's exponent, but
             unlike it lets an accepted step shrink the next one.
+        progress: draw a progress bar on stderr (needs ``tqdm``): ``True``, or a number of
+            seconds to show it only for solves still running after that long.
     """
 
     first_step: float | None = None
@@ -78,6 +80,7 @@ class AdaptiveOptions:
     pcoeff: float = 0.3
     icoeff: float = 0.3
     dcoeff: float = 0.0
+    progress: bool | float = False
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,8 @@ class FixedGridOptions:
             correct side.
         interp: ``"linear"`` or ``"cubic"`` (Hermite) interpolation between grid points.
         dtype: dtype of the time tensors passed to ``func`` (``None``: the state's dtype).
-        max_num_steps: budget of steps for the whole solve.
+        max_num_steps: budget of steps for the whole solve; a longer grid fails at once.
+        progress: as in :class:`AdaptiveOptions`.
     """
 
     step_size: float | None = None
@@ -109,6 +113,7 @@ class FixedGridOptions:
     interp: str = "linear"
     dtype: torch.dtype | None = None
     max_num_steps: int = 2**31 - 1
+    progress: bool | float = False
 
 
 @functools.cache
@@ -196,6 +201,18 @@ def _positive(name: str, value, *, allow_zero: bool = False, allow_inf: bool = F
     return value
 
 
+def progress_option(value) -> bool | float:
+    """``progress``: a bool, or a number of seconds > 0 (the bar's delay)."""
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, int | float):
+        raise TypeError(f"progress must be True, False or a number of seconds, got "
+                        f"{type(value).__name__}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"progress must be True, False or a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
 def _dtype(value) -> torch.dtype:
     if not isinstance(value, torch.dtype) or not value.is_floating_point:
         raise TypeError(f"options['dtype'] must be a floating torch.dtype, got {value!r}")
@@ -224,6 +241,8 @@ def parse_options(
     kw = {k: v for k, v in options.items() if v is not None or k in ("first_step", "norm")}
     if "dtype" in kw:
         kw["dtype"] = _dtype(kw["dtype"])
+    if "progress" in kw:
+        kw["progress"] = progress_option(kw["progress"])
     if "max_num_steps" in kw:
         n = kw["max_num_steps"]
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:

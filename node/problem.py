@@ -8,13 +8,14 @@ from dataclasses import dataclass, replace
 import torch
 
 from node.adaptive import integrate_adaptive
-from node.callbacks import StepCallbacks
+from node.callbacks import StepCallbacks, warn_uncalled
 from node.complex_state import ComplexView, complex_view_of
 from node.fixed_grid import integrate_fixed_grid, make_grid
 from node.inputs import check_func, check_times
 from node.methods import get_tableau
 from node.norms import FlatNorm, mixed_rms_norm, rms_norm
 from node.options import AdaptiveOptions, FixedGridOptions, parse_options, uses_fixed_grid
+from node.progress import ProgressBar
 from node.runge_kutta import BufferedRKStep, RKCoefficients, coefficients, rk_step
 from node.solution import Integration
 from node.state import FlatVectorField, StateLayout
@@ -84,7 +85,26 @@ class Problem:
         tape=None,
     ) -> Integration:
         """Run the solver loop for this problem's mode from ``y0_flat`` (``k0``: the first
-        stage if already evaluated; ``tape``: records the accepted steps)."""
+        stage if already evaluated; ``tape``: records the accepted steps), with a progress bar
+        if the options ask for one."""
+        kw = dict(step=step, norm=norm, first_step=first_step, callback_suffix=callback_suffix,
+                  observer=observer, k0=k0, tape=tape)
+        progress = self.options.progress
+        if not progress or len(self.taus) < 2:
+            return self._integrate(f, y0_flat, **kw)
+        label = self.tableau.name + (" (backward)" if callback_suffix == "_adjoint" else "")
+        bar = ProgressBar(f, self.taus[0], self.taus[-1], label,
+                          delay=0.0 if progress is True else progress,
+                          rejections=not self.fixed_grid)
+        run = None
+        try:
+            run = self._integrate(f, y0_flat, progress=bar, **kw)
+        finally:
+            bar.close(run)
+        return run
+
+    def _integrate(self, f, y0_flat, *, step, norm, first_step, callback_suffix, observer, k0,
+                   tape, progress=None) -> Integration:
         co = self.coefficients()
         owner = self.func if self.callback_owner is None else self.callback_owner
         callbacks = StepCallbacks.of(owner, f, callback_suffix)
@@ -93,12 +113,14 @@ class Problem:
         if self.fixed_grid:
             grid = make_grid(self.taus, self.options, self.direction, self._constructor_args)
             return integrate_fixed_grid(f, y0_flat, self.taus, grid, co, self.options, callbacks,
-                                        step=step, k0=k0, tape=tape, observer=observer)
+                                        step=step, k0=k0, tape=tape, observer=observer,
+                                        progress=progress)
         options = self.options
         if first_step is not None:
             options = replace(options, first_step=first_step)
         return integrate_adaptive(f, y0_flat, self.taus, co, options, self.error_scale(norm),
-                                  callbacks, step=step, observer=observer, k0=k0, tape=tape)
+                                  callbacks, step=step, observer=observer, k0=k0, tape=tape,
+                                  progress=progress)
 
     def _constructor_args(self) -> tuple:
         return (self.func, self.y0, self.t)
@@ -123,6 +145,7 @@ def make_problem(func, y0, t, *, method, rtol, atol, options) -> Problem:
     tableau = get_tableau(method)
     fixed = uses_fixed_grid(tableau.adaptive, options)
     opts = parse_options(options, fixed_grid=fixed, method=tableau.name)
+    warn_uncalled(func, tableau.name, fixed)
     taus = [direction * float(v) for v in t.detach().tolist()]
     return Problem(func, y0, t, layout, direction, taus, tableau, opts, rtol_flat, atol_flat,
                    complex_view=complex_view_of(func))

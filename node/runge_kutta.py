@@ -110,11 +110,12 @@ class BufferedRKStep:
     """:func:`rk_step` for solves without autograd, reusing its buffers from step to step.
 
     With no graph to keep, the stage matrix, the stage inputs and the end state are written in
-    place: ``mv``/``add`` with ``out=`` into preallocated buffers, ``func`` called on views already in
-    the state's shape, and its output copied straight into a row of ``K`` of that shape. That
-    removes an allocation per step and a view and a reshape per stage. The end state alternates
-    between two buffers so that the state a step starts from is never overwritten; a caller that
-    keeps a returned ``y1`` (or ``K``) beyond the next step must copy it (``reuses_buffers``).
+    place: ``mv``/``add`` with ``out=`` into preallocated buffers, ``func`` called on views
+    already in the state's shape, and its output copied straight into a row of ``K`` of that
+    shape. That removes an allocation per step and a view and a reshape per stage. The end state
+    alternates between two buffers so that the state a step starts from is never overwritten; a
+    caller that keeps a returned ``y1`` (or ``K``) beyond the next step must copy it
+    (``reuses_buffers``).
     Used for tensor states when gradients are disabled (inference, the adjoint's forward pass,
     event location).
     """

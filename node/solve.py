@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import torch
@@ -10,6 +11,7 @@ import torch
 from node.checkpoint import integrate_checkpointed
 from node.complex_state import ComplexView
 from node.errors import SolverError, Status
+from node.options import progress_option
 from node.problem import Problem, make_problem
 from node.solution import Integration, Solution
 from node.state import FlatVectorField
@@ -37,6 +39,7 @@ def solve(
     adjoint_method: str | None = None,
     adjoint_options: dict[str, Any] | None = None,
     on_failure: OnFailure = "raise",
+    progress: bool | float | None = None,
 ) -> Solution:
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``, and report how it went.
 
@@ -65,6 +68,10 @@ def solve(
         on_failure: ``"raise"`` raises :class:`node.SolverError` on a numerical failure;
             ``"return"`` returns the partial solution (output times reached so far) with a
             failure ``status`` and ``message``.
+        progress: draw a progress bar on stderr (needs ``tqdm``): ``True``, or a number of
+            seconds to show it only if the solve is still running after that long. ``None``
+            (default) leaves it to ``options['progress']`` (off unless given there). An adjoint
+            solve shows its backward solve too, unless ``adjoint_options`` leave it out.
 
     Returns:
         A :class:`~node.Solution` with ``ys`` of shape ``[len(t), *y0.shape]``.
@@ -90,6 +97,8 @@ def solve(
     if gradient not in GRADIENT_MODES:
         raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
     problem = make_problem(func, y0, t, method=method, rtol=rtol, atol=atol, options=options)
+    if progress is not None:
+        problem.options = replace(problem.options, progress=progress_option(progress))
     if gradient == "adjoint":
         from node.adjoint import solve_adjoint
 

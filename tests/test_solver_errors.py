@@ -413,7 +413,7 @@ def test_max_num_steps_on_fixed_grid():
     with pytest.raises(node.SolverError) as exc:
         node.odeint(decay, Y0, T, method="euler", options=dict(step_size=0.01, max_num_steps=5))
     assert exc.value.status is node.Status.MAX_STEPS
-    assert exc.value.t == pytest.approx(0.05)
+    assert exc.value.t == 0.0  # a grid longer than the budget fails before its first step
 
 
 def test_min_step_is_a_floor_that_forces_progress():

@@ -102,3 +102,11 @@ class CountedField(nn.Module):
 
     def callback_reject_step_adjoint(self, t0, y0, dt) -> None:
         self._forward_hook("callback_reject_step_adjoint", t0, y0, dt)
+
+
+class FixedGridCountedField(CountedField):
+    """:class:`CountedField` for fixed-grid solves, which reject no step: without the rejection
+    callbacks, which ``node`` would warn are never called."""
+
+    callback_reject_step = None
+    callback_reject_step_adjoint = None

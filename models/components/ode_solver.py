@@ -31,7 +31,12 @@ import torch
 from torch import nn
 
 import node
-from models.components.counting import CountedField, EvaluationCounter, EvaluationCounts
+from models.components.counting import (
+    CountedField,
+    EvaluationCounter,
+    EvaluationCounts,
+    FixedGridCountedField,
+)
 
 GRADIENT_MODES = ("direct", "adjoint", "checkpoint")
 
@@ -69,6 +74,8 @@ class ODESolver(nn.Module):
         adjoint_rtol, adjoint_atol: tolerances of the adjoint solve (``None``: the forward ones).
         seminorm: measure the adjoint's local error without the parameter-gradient channels
             (adaptive adjoint solves only).
+        progress: ``node``'s progress bar for every solve (``true``, or a number of seconds:
+            only solves still running after that long show it); for diagnosing slow solves.
         options: further ``node`` options (e.g. ``first_step``, ``max_step``) passed through.
 
     The counter :attr:`counter` accumulates function evaluations and steps of every solve made
@@ -86,6 +93,7 @@ class ODESolver(nn.Module):
         adjoint_rtol: float | None = None,
         adjoint_atol: float | None = None,
         seminorm: bool = False,
+        progress: bool | float = False,
         options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -113,6 +121,12 @@ class ODESolver(nn.Module):
                 f"step_size=null); got method={method!r}, step_size={self.step_size!r}"
             )
         self.seminorm = seminorm
+        ok = isinstance(progress, bool) or (isinstance(progress, int | float) and progress > 0
+                                            and math.isfinite(progress))
+        if not ok:
+            raise ValueError("solver.progress must be true, false or a number of seconds > 0, "
+                             f"got {progress!r}")
+        self.progress = progress
         if options is not None and not isinstance(options, Mapping):
             raise ValueError(f"solver.options must be a mapping or null, got {options!r}")
         self.extra_options = dict(options or {})
@@ -146,6 +160,8 @@ class ODESolver(nn.Module):
                 opts["adaptive"] = False  # node (like torchdiffeq) ignores step_size otherwise
         if self.max_num_steps is not None:
             opts["max_num_steps"] = self.max_num_steps
+        if self.progress:
+            opts["progress"] = self.progress
         return opts
 
     def counts(self) -> EvaluationCounts:
@@ -162,7 +178,7 @@ class ODESolver(nn.Module):
         huge entry leaves that tensor out of the error test). The adjoint solve keeps
         ``adjoint_rtol``/``adjoint_atol``, or if those are null the configured ``rtol``/``atol``.
         """
-        counted = CountedField(func, self.counter)
+        counted = (FixedGridCountedField if self.fixed_grid else CountedField)(func, self.counter)
         rtol = self.rtol if rtol is None else rtol
         atol = self.atol if atol is None else atol
         common = dict(rtol=rtol, atol=atol, method=self.method, options=self.options)
