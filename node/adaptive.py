@@ -109,7 +109,9 @@ def integrate_adaptive(
         ratio, y1_abs = errors.ratio(K, b_error, h_eff, y_abs, y1)
         stats.n_steps += 1
         accepted = ratio <= 1.0  # False for NaN too
-        if not accepted and h_eff <= min_step and math.isfinite(ratio):
+        # h_tau, the step asked for, is compared too: tau + h_tau - tau can round above it.
+        at_floor = h_tau <= min_step or h_eff <= min_step
+        if not accepted and at_floor and math.isfinite(ratio):
             # torchdiffeq's meaning of min_step: a step this small is accepted whatever its
             # error (a floor that forces progress). Said once per solve, since the result may
             # miss the tolerances; a non-finite error is never accepted.
@@ -162,7 +164,7 @@ def integrate_adaptive(
                 callbacks.reject(tau, y, h)
             if not math.isfinite(ratio):
                 cause = _non_finite_cause(k0, y)
-                if not cause and h_eff <= min_step:
+                if not cause and at_floor:
                     cause = (f"the step produces non-finite values (overflow or NaN in func) even "
                              f"at the minimum step min_step={min_step:.3g}")
                 if cause:
