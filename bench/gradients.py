@@ -385,13 +385,14 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
     return x.pow(2).mean().sqrt()
 
 
-# Error norms of the adjoint's backward solve, on the flat tuple (y, a, a_params) that node
-# passes to a callable norm: which channel of the augmented state sets the backward step size.
+# Error norms of the adjoint's backward solve, on the tuple (t, y, a, *a_params) that node (as
+# torchdiffeq) passes to a callable norm: which channel of the augmented state sets the backward
+# step size.
 CHANNEL_NORMS = (
     ("y, a, params (default)", None),
     ("y, a (seminorm)", "seminorm"),
-    ("y only", lambda xs: _rms(xs[0])),
-    ("a only", lambda xs: _rms(xs[1])),
+    ("y only", lambda xs: _rms(xs[1])),
+    ("a only", lambda xs: _rms(xs[2])),
 )
 
 

@@ -45,10 +45,11 @@ class Problem:
     def coefficients(self) -> RKCoefficients:
         return coefficients(self.tableau, self.layout.dtype, self.layout.device)
 
-    def error_scale(self, norm: FlatNorm | None = None) -> ErrorScale:
-        """The error test; ``norm`` (flat) overrides the options' and the default norm."""
+    def error_scale(self, norm: FlatNorm | None = None, homogeneous: bool = True) -> ErrorScale:
+        """The error test; ``norm`` (flat; ``homogeneous`` as in :class:`ErrorScale`) overrides
+        the options' and the default norm."""
         if norm is not None:
-            return ErrorScale(self.rtol, self.atol, norm, homogeneous=True)
+            return ErrorScale(self.rtol, self.atol, norm, homogeneous=homogeneous)
         user_norm = self.options.norm
         if user_norm is not None:
             layout = self.layout
@@ -68,6 +69,7 @@ class Problem:
         *,
         step=rk_step,
         norm: FlatNorm | None = None,
+        norm_homogeneous: bool = True,
         first_step: float | None = None,
         callback_suffix: str = "",
         observer=None,
@@ -93,8 +95,9 @@ class Problem:
         options = self.options
         if first_step is not None:
             options = replace(options, first_step=first_step)
-        return integrate_adaptive(f, y0_flat, self.taus, co, options, self.error_scale(norm),
-                                  callbacks, step=step, observer=observer, k0=k0, tape=tape)
+        errors = self.error_scale(norm, norm_homogeneous)
+        return integrate_adaptive(f, y0_flat, self.taus, co, options, errors, callbacks,
+                                  step=step, observer=observer, k0=k0, tape=tape)
 
     def _constructor_args(self) -> tuple:
         return (self.func, self.y0, self.t)
