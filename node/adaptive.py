@@ -24,6 +24,8 @@ from node.solution import Integration, Stats
 from node.state import FlatVectorField
 from node.tolerance import ErrorScale
 
+_STRETCH = 1e-6
+
 
 def _stops_after(times: Sequence[float], direction: float, tau0: float) -> list[float]:
     taus = sorted(direction * t for t in times)
@@ -95,7 +97,10 @@ def integrate_adaptive(
         tau1 = tau + h_tau
         on_jump = False
         landed = False
-        if stop_index < len(stops) and stops[stop_index][0] < tau1:
+        # A stop barely past the step's end (by rounding, when the step was meant to end on it)
+        # would leave a sliver of a step, possibly too short to represent: the step is stretched
+        # onto it, by at most a relative _STRETCH (its error is tested as usual).
+        if stop_index < len(stops) and stops[stop_index][0] < tau1 + _STRETCH * h_tau:
             tau1, on_jump = stops[stop_index]
             landed = True
         h_eff = tau1 - tau
@@ -188,7 +193,10 @@ def _after_accept(controller, h_eff: float, ratio: float, landed: bool, h_wanted
     So after a cut the proposal is capped at the step size wanted before it."""
     h_next = controller.next_step(h_eff, ratio, True)
     if landed and h_eff < h_wanted:
-        h_next = min(h_next, h_wanted)
+        # The controller grows a step by at most ifactor: after a very short cut step that
+        # would make the next step (the first of the adjoint's next interval) needlessly small.
+        # Up to h_wanted, the cut step's own error prediction applies without that limit.
+        h_next = min(max(h_next, controller.predict(h_eff, ratio)), h_wanted)
     return h_next
 
 

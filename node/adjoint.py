@@ -24,6 +24,7 @@ Design decisions:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -31,10 +32,10 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
+from node.adjoint_norms import adjoint_norm, real_numel
 from node.callbacks import warn_uncalled
 from node.errors import SolverError, Status
 from node.methods import get_tableau
-from node.norms import FlatNorm, mixed_rms_norm, seminorm
 from node.options import AdaptiveOptions, options_dict, parse_options, uses_fixed_grid
 from node.problem import Problem
 from node.solution import Solution
@@ -64,8 +65,8 @@ def odeint_adjoint(
     ``adjoint_method`` and ``adjoint_options`` default to the forward solve's; if
     ``adjoint_method`` differs from ``method`` and ``options`` is given, ``adjoint_options`` must
     be given too. ``adjoint_options=dict(norm="seminorm")`` leaves the parameter adjoint out of
-    the error test. A callable ``norm`` in ``adjoint_options`` receives the flat tuple
-    ``(y, a, a_params)``.
+    the error test. A callable ``norm`` in ``adjoint_options`` receives torchdiffeq's tuple
+    ``(t, *y, *a, *a_params)`` (see :mod:`node.adjoint_norms`).
     """
     from node.solve import solve
 
@@ -89,7 +90,7 @@ def odeint_adjoint(
     ).ys
 
 
-def resolve_params(func, adjoint_params) -> tuple[torch.Tensor, ...]:
+def resolve_params(func, adjoint_params, norm_choice=None) -> tuple[torch.Tensor, ...]:
     if adjoint_params is None:
         if not isinstance(func, torch.nn.Module):
             raise ValueError(
@@ -102,7 +103,12 @@ def resolve_params(func, adjoint_params) -> tuple[torch.Tensor, ...]:
     for i, p in enumerate(params):
         if not isinstance(p, torch.Tensor):
             raise TypeError(f"adjoint_params[{i}] must be a tensor, got {type(p).__name__}")
-    return tuple(p for p in params if p.requires_grad)
+    kept = tuple(p for p in params if p.requires_grad)
+    if len(kept) < len(params) and callable(norm_choice):
+        warnings.warn("adjoint_params holds tensors that do not require gradients: they are left "
+                      "out of the adjoint solve and do not appear in the tuple passed to the "
+                      "adjoint norm", stacklevel=4)
+    return kept
 
 
 class AugmentedDynamics:
@@ -125,14 +131,9 @@ class AugmentedDynamics:
                      if fy.requires_grad else (None,) * len(inputs))
         parts = [fy.detach()]
         for g, x in zip(grads, inputs, strict=True):
-            parts.append(torch.zeros(_real_numel(x), dtype=aug.dtype, device=aug.device)
+            parts.append(torch.zeros(real_numel(x), dtype=aug.dtype, device=aug.device)
                          if g is None else _real_flat(g).neg())
         return torch.cat(parts)
-
-
-def _real_numel(x: torch.Tensor) -> int:
-    """Entries of ``x`` in the real augmented state (a complex parameter takes two each)."""
-    return 2 * x.numel() if x.is_complex() else x.numel()
 
 
 def _real_flat(g: torch.Tensor) -> torch.Tensor:
@@ -155,17 +156,10 @@ class AdjointSolver:
         self.stats: dict[str, int] = {}
         self.run = None
         n = problem.layout.numel
-        n_params = sum(_real_numel(p) for p in params)
-        numels = (n, n, n_params) if n_params else (n, n)
-        if norm_choice == "seminorm":
-            self.norm: FlatNorm = seminorm(numels, 1) if n_params else mixed_rms_norm(numels)
-        elif callable(norm_choice):
-            def user_norm(x: torch.Tensor) -> torch.Tensor:
-                return torch.as_tensor(norm_choice(tuple(x.split(numels))))
-            self.norm = user_norm
-        else:
-            self.norm = mixed_rms_norm(numels)
-        aug_layout = StateLayout(torch.empty(sum(numels), dtype=problem.layout.dtype,
+        n_params = sum(real_numel(p) for p in params)
+        self.norm = adjoint_norm(problem.layout, getattr(problem.options, "norm", None), params,
+                                 norm_choice)
+        aug_layout = StateLayout(torch.empty(2 * n + n_params, dtype=problem.layout.dtype,
                                              device=problem.layout.device))
         self.backward_problem = replace(
             problem,
@@ -208,7 +202,8 @@ class AdjointSolver:
             interval = replace(bp, t=t[i - 1 : i + 1].flip(0), taus=taus,
                                options=self._landing(bp.options, float(t[i - 1])))
             run = interval.integrate(f_aug, torch.cat([ys[i], a, a_p]), norm=self.norm,
-                                     first_step=h, callback_suffix="_adjoint")
+                                     norm_homogeneous=self.norm.homogeneous, first_step=h,
+                                     callback_suffix="_adjoint")
             steps += run.stats.n_steps
             if run.status is not Status.SUCCESS:
                 t_reached = bp.direction * run.tau
@@ -227,10 +222,10 @@ class AdjointSolver:
         grads_p = []
         offset = 0
         for p in self.params:
-            piece = a_p[offset : offset + _real_numel(p)]
+            piece = a_p[offset : offset + real_numel(p)]
             grads_p.append(torch.view_as_complex(piece.view(*p.shape, 2)) if p.is_complex()
                            else piece.view_as(p))
-            offset += _real_numel(p)
+            offset += real_numel(p)
         return a, grad_t, grads_p
 
 
@@ -277,7 +272,6 @@ def solve_adjoint(
 ) -> Solution:
     from node.solve import finish
 
-    params = resolve_params(problem.func, adjoint_params)
     method = problem.tableau if adjoint_method is None else get_tableau(adjoint_method)
     if adjoint_options is None:
         if method.name != problem.tableau.name and options_given:
@@ -297,6 +291,7 @@ def solve_adjoint(
     if isinstance(norm_choice, str) and norm_choice != "seminorm":
         raise ValueError(f"adjoint_options['norm'] must be 'seminorm' or a callable, got "
                          f"{norm_choice!r}")
+    params = resolve_params(problem.func, adjoint_params, norm_choice)
     fixed = uses_fixed_grid(method.adaptive, options)
     parsed = parse_options(options, fixed_grid=fixed, method=method.name)
     rtol = problem.rtol if adjoint_rtol is None else problem.layout.flat_tolerance(

@@ -31,6 +31,12 @@ class IntegralController:
         self.ifactor = options.ifactor
         self.dfactor = options.dfactor
 
+    def predict(self, h: float, ratio: float) -> float:
+        """The step the last step's error predicts, ``h * safety * ratio^(-1/k)``, unclipped."""
+        if not math.isfinite(ratio):
+            return h * self.dfactor
+        return h * self.safety * max(ratio, _TINY) ** self.exponent
+
     def next_step(self, h: float, ratio: float, accepted: bool) -> float:
         if not math.isfinite(ratio):
             return h * self.dfactor

@@ -48,10 +48,11 @@ class Problem:
     def coefficients(self) -> RKCoefficients:
         return coefficients(self.tableau, self.layout.dtype, self.layout.device)
 
-    def error_scale(self, norm: FlatNorm | None = None) -> ErrorScale:
-        """The error test; ``norm`` (flat) overrides the options' and the default norm."""
+    def error_scale(self, norm: FlatNorm | None = None, homogeneous: bool = True) -> ErrorScale:
+        """The error test; ``norm`` (flat; ``homogeneous`` as in :class:`ErrorScale`) overrides
+        the options' and the default norm."""
         if norm is not None:
-            return ErrorScale(self.rtol, self.atol, norm, homogeneous=True)
+            return ErrorScale(self.rtol, self.atol, norm, homogeneous=homogeneous)
         view = self.complex_view
         magnitude = torch.abs if view is None else view.magnitude
         user_norm = self.options.norm
@@ -78,6 +79,7 @@ class Problem:
         *,
         step=rk_step,
         norm: FlatNorm | None = None,
+        norm_homogeneous: bool = True,
         first_step: float | None = None,
         callback_suffix: str = "",
         observer=None,
@@ -87,8 +89,8 @@ class Problem:
         """Run the solver loop for this problem's mode from ``y0_flat`` (``k0``: the first
         stage if already evaluated; ``tape``: records the accepted steps), with a progress bar
         if the options ask for one."""
-        kw = dict(step=step, norm=norm, first_step=first_step, callback_suffix=callback_suffix,
-                  observer=observer, k0=k0, tape=tape)
+        kw = dict(step=step, norm=norm, norm_homogeneous=norm_homogeneous, first_step=first_step,
+                  callback_suffix=callback_suffix, observer=observer, k0=k0, tape=tape)
         progress = self.options.progress
         if not progress or len(self.taus) < 2:
             return self._integrate(f, y0_flat, **kw)
@@ -103,8 +105,8 @@ class Problem:
             bar.close(run)
         return run
 
-    def _integrate(self, f, y0_flat, *, step, norm, first_step, callback_suffix, observer, k0,
-                   tape, progress=None) -> Integration:
+    def _integrate(self, f, y0_flat, *, step, norm, norm_homogeneous, first_step,
+                   callback_suffix, observer, k0, tape, progress=None) -> Integration:
         co = self.coefficients()
         owner = self.func if self.callback_owner is None else self.callback_owner
         callbacks = StepCallbacks.of(owner, f, callback_suffix)
@@ -118,8 +120,9 @@ class Problem:
         options = self.options
         if first_step is not None:
             options = replace(options, first_step=first_step)
-        return integrate_adaptive(f, y0_flat, self.taus, co, options, self.error_scale(norm),
-                                  callbacks, step=step, observer=observer, k0=k0, tape=tape,
+        errors = self.error_scale(norm, norm_homogeneous)
+        return integrate_adaptive(f, y0_flat, self.taus, co, options, errors, callbacks,
+                                  step=step, observer=observer, k0=k0, tape=tape,
                                   progress=progress)
 
     def _constructor_args(self) -> tuple:
