@@ -421,26 +421,29 @@ def _get(rows: list[Row], t_end: float, key: str) -> Row | None:
 def _targets(rows: list[Row], t_values, clock: str) -> tuple[list[Target], list[str]]:
     targets = []
     extra = []
-    # 1. adjoint no slower than torchdiffeq's odeint_adjoint
+    # 1. adjoint CPU time at most 0.6x torchdiffeq's odeint_adjoint (issue 14, item 7)
     parts, ok = [], True
     for t_end in t_values:
         for nk, tk in ADJOINT_PAIRS:
             n, t = _get(rows, t_end, nk), _get(rows, t_end, tk)
             ratio = n.time / t.time
-            ok &= ratio <= 1.0
+            ok &= ratio <= 0.6
             parts.append(f"T={t_end:g}{' seminorm' if 'seminorm' in nk else ''} {ratio:.2f}")
-    targets.append(Target(f"adjoint mode no slower than torchdiffeq's odeint_adjoint "
-                          f"({clock} time ratio node / torchdiffeq <= 1)", ok, ", ".join(parts)))
-    # 2. adjoint backward evaluations at most 2x the forward's
+    targets.append(Target(f"adjoint mode at most 0.6x torchdiffeq's odeint_adjoint "
+                          f"({clock} time ratio node / torchdiffeq)", ok, ", ".join(parts)))
+    # 2. adjoint backward evaluations at most 0.75x torchdiffeq's at equal tolerances, in both
+    # norms (issue 14, item 7; it replaced a 2x-the-forward target that no error-controlled
+    # adjoint reaches)
     parts, ok = [], True
     for t_end in t_values:
         for nk, tk in ADJOINT_PAIRS:
             n, t = _get(rows, t_end, nk), _get(rows, t_end, tk)
-            ok &= n.backward_ratio <= 2.0
-            parts.append(f"T={t_end:g}{' seminorm' if 'seminorm' in nk else ''} "
-                         f"{n.backward_ratio:.2f} (torchdiffeq {t.backward_ratio:.2f})")
-    targets.append(Target("adjoint backward evaluations at most 2x the forward evaluations "
-                          "(node bwd/fwd, torchdiffeq's in parentheses)", ok, ", ".join(parts)))
+            ratio = n.count.nfe_backward / t.count.nfe_backward
+            ok &= ratio <= 0.75
+            parts.append(f"T={t_end:g}{' seminorm' if 'seminorm' in nk else ''} {ratio:.2f} "
+                         f"({n.count.nfe_backward} / {t.count.nfe_backward})")
+    targets.append(Target("adjoint backward evaluations at most 0.75x torchdiffeq's (node / "
+                          "torchdiffeq, counts in parentheses)", ok, ", ".join(parts)))
     # 3. seminorm never more backward evaluations than without
     parts, ok = [], True
     for t_end in t_values:
