@@ -42,8 +42,8 @@ def test_default_config_is_the_quick_recipe(compose_cfg):
     assert model.weight_decay == 1e-4 and model.scheduler == "cosine"
     assert model.consistency_weight == 5.0
     assert model.refine_steps == 100
-    # shortened: 800 updates on batches of 100
-    assert cfg.datamodule.batch_size == 100 and cfg.trainer.max_epochs == 100
+    # shortened: 1200 updates on batches of 100
+    assert cfg.datamodule.batch_size == 100 and cfg.trainer.max_epochs == 150
     assert cfg.trainer.gradient_clip_val == 1.0
 
 
