@@ -26,6 +26,7 @@ GROUPS = [
     "logger",
     "paths",
     "hydra",
+    "recipe",
     "experiment",
     "debug",
 ]
