@@ -199,3 +199,35 @@ def frozen_steps(h: float, step_t=()) -> dict:
     """
     return dict(rtol=1e6, atol=1e6,
                 options=dict(first_step=h, min_step=h, max_step=h, step_t=list(step_t)))
+
+
+# Event problems: free fall with the gravity a parameter, and a level crossing whose height is a
+# parameter of the event function, so that gradients reach both.
+G = 9.81
+
+
+def scalar(value, grad: bool = False, dtype=torch.float64) -> torch.Tensor:
+    return torch.tensor(value, dtype=dtype, requires_grad=grad)
+
+
+class FreeFall(torch.nn.Module):
+    """``(x, v)' = (v, -g)`` with ``g`` a parameter; works on ``[2]`` and ``[batch, 2]`` states."""
+
+    def __init__(self, g: float = G) -> None:
+        super().__init__()
+        self.g = torch.nn.Parameter(scalar(g))
+
+    def forward(self, t, y):
+        v = y[..., 1]
+        return torch.stack([v, -self.g * torch.ones_like(v)], dim=-1)
+
+
+class Level(torch.nn.Module):
+    """Event ``x - c`` with the level ``c`` a parameter of the event function."""
+
+    def __init__(self, c: float) -> None:
+        super().__init__()
+        self.c = torch.nn.Parameter(scalar(c))
+
+    def forward(self, t, y):
+        return y[..., 0] - self.c

@@ -20,41 +20,13 @@ import math
 
 import pytest
 import torch
-from problems import frozen_steps
+from problems import FreeFall, G, Level, frozen_steps, scalar
 from torch import nn
 
 import node
 
 F64 = torch.float64
-G = 9.81
 MODES = ["direct", "checkpoint", "adjoint"]
-
-
-def scalar(value, grad: bool = False) -> torch.Tensor:
-    return torch.tensor(value, dtype=F64, requires_grad=grad)
-
-
-class FreeFall(nn.Module):
-    """``(x, v)' = (v, -g)`` with ``g`` a parameter; works on ``[2]`` and ``[batch, 2]`` states."""
-
-    def __init__(self, g: float = G) -> None:
-        super().__init__()
-        self.g = nn.Parameter(scalar(g))
-
-    def forward(self, t, y):
-        v = y[..., 1]
-        return torch.stack([v, -self.g * torch.ones_like(v)], dim=-1)
-
-
-class Floor(nn.Module):
-    """Event ``x - c`` with the floor height ``c`` a parameter of the event function."""
-
-    def __init__(self, c: float) -> None:
-        super().__init__()
-        self.c = nn.Parameter(scalar(c))
-
-    def forward(self, t, y):
-        return y[..., 0] - self.c
 
 
 class DampedPendulum(nn.Module):
@@ -183,7 +155,7 @@ def test_gradient_wrt_parameter_of_event_fn(mode):
     # torchdiffeq needs event parameters to be part of the state (its issue #208); here they are
     # ordinary parameters of an nn.Module event function.
     h0, c0 = 3.0, 0.5
-    floor = Floor(c0)
+    floor = Level(c0)
     event_t, sol = event_in_mode(FreeFall(), torch.tensor([h0, 0.0], dtype=F64), 0.0, mode,
                                  event_fn=floor)
     t_star = math.sqrt(2 * (h0 - c0) / G)
@@ -200,7 +172,7 @@ def test_gradient_modes_agree_on_nonlinear_problem():
     grads = {}
     for mode in MODES:
         field = DampedPendulum(0.3)
-        floor = Floor(0.2)
+        floor = Level(0.2)
         y0 = torch.tensor([1.2, 0.1], dtype=F64, requires_grad=True)
         t0 = scalar(0.1, grad=True)
         event_t, sol = event_in_mode(field, y0, t0, mode, event_fn=floor)
@@ -295,7 +267,7 @@ def test_per_sample_free_fall_heights_and_event_parameters():
     heights = [0.5, 1.0, 2.0, 4.5]
     h = torch.tensor(heights, dtype=F64, requires_grad=True)
     y0 = torch.stack([h, torch.zeros_like(h)], dim=1)
-    floor = Floor(0.25)
+    floor = Level(0.25)
     event_t, sol = node.odeint_event(FreeFall(), y0, 0.0, event_fn=floor, per_sample=True,
                                      rtol=1e-10, atol=1e-12)
     expected = torch.tensor([math.sqrt(2 * (x - 0.25) / G) for x in heights], dtype=F64)

@@ -25,40 +25,13 @@ import math
 
 import pytest
 import torch
+from problems import FreeFall, G, Level, scalar
 from torch import nn
 
 import node
 
 F64 = torch.float64
-G = 9.81
 MODES = ["direct", "checkpoint", "adjoint"]
-
-
-def scalar(value, grad: bool = False, dtype=F64) -> torch.Tensor:
-    return torch.tensor(value, dtype=dtype, requires_grad=grad)
-
-
-class FreeFall(nn.Module):
-    """``(x, v)' = (v, -g)`` with ``g`` a parameter; works on ``[2]`` and ``[batch, 2]``."""
-
-    def __init__(self, g: float = G) -> None:
-        super().__init__()
-        self.g = nn.Parameter(scalar(g))
-
-    def forward(self, t, y):
-        v = y[..., 1]
-        return torch.stack([v, -self.g * torch.ones_like(v)], dim=-1)
-
-
-class Level(nn.Module):
-    """Event ``x - c`` with the level ``c`` a parameter of the event function."""
-
-    def __init__(self, c: float) -> None:
-        super().__init__()
-        self.c = nn.Parameter(scalar(c))
-
-    def forward(self, t, y):
-        return y[..., 0] - self.c
 
 
 def backwards_to_level(h0: float, v0: float, c: float, g: float = G):
