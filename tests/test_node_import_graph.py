@@ -120,8 +120,9 @@ def test_node_depends_on_torch_and_the_standard_library_only():
 
 
 def test_import_node_loads_no_application_libraries():
-    code = ("import sys, node; print(' '.join(m for m in " + repr(HEAVY)
-            + " if m in sys.modules)); print('tqdm' in sys.modules)")
+    # (tqdm is not checked here: torch itself imports it when installed; that node imports it
+    # only lazily is checked on the source above.)
+    code = f"import sys, node; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=PACKAGE.parent, check=True).stdout.splitlines()
-    assert out == ["", "False"], f"import node loaded {out[0] or 'nothing heavy'}; tqdm: {out[1]}"
+                         cwd=PACKAGE.parent, check=True).stdout.strip()
+    assert out == "", f"import node loaded {out}"
