@@ -59,7 +59,7 @@ def resolve_params(func, adjoint_params, norm_choice=None) -> tuple[torch.Tensor
     if len(kept) < len(params) and callable(norm_choice):
         warnings.warn("adjoint_params holds tensors that do not require gradients: they are left "
                       "out of the adjoint solve and do not appear in the tuple passed to the "
-                      "adjoint norm", stacklevel=4)
+                      "adjoint norm", stacklevel=5)
     return kept
 
 
