@@ -21,7 +21,8 @@ import torch
 
 from node.complex_state import ComplexView
 from node.errors import SolverError
-from node.events import solve_until_event, through_interface
+from node.event_interface import through_interface
+from node.events import solve_until_event
 from node.gradient_modes import Gradient, check_modes, solve_problem
 from node.options import progress_option
 from node.outcome import OnFailure

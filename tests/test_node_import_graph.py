@@ -108,6 +108,15 @@ def test_node_imports_form_no_cycle():
     assert cycle is None, "node/ has an import cycle: " + " -> ".join(cycle or [])
 
 
+def test_engines_never_import_the_public_layer():
+    # node.api holds solve/odeint/odeint_adjoint/odeint_event; only the package exports it.
+    graph, _ = _graph()
+    importers = sorted(m for m, targets in graph.items() if "node.api" in targets)
+    assert importers == ["node"], f"modules importing node.api: {importers}"
+    inside = sorted(m for m, targets in graph.items() if "node" in targets)
+    assert not inside, f"modules importing the package node itself: {inside}"
+
+
 def test_node_depends_on_torch_and_the_standard_library_only():
     bad = []
     for module, top, line, at_top in _graph()[1]:
