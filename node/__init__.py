@@ -4,14 +4,11 @@
 :func:`solve` additionally returns statistics and a status.
 """
 
-from node.adjoint import odeint_adjoint
+from node.api import odeint, odeint_adjoint, odeint_event, solve
 from node.errors import SolverError, Status, TimeOrderError
-from node.events import odeint_event
 from node.methods import available_methods, get_tableau, register_method
-from node.odeint import odeint
 from node.options import AdaptiveOptions, FixedGridOptions
 from node.solution import Solution
-from node.solve import solve
 from node.tableau import ButcherTableau
 
 __all__ = [

@@ -25,9 +25,8 @@ Design decisions:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -37,57 +36,10 @@ from node.callbacks import warn_uncalled
 from node.errors import SolverError, Status
 from node.methods import get_tableau
 from node.options import AdaptiveOptions, options_dict, parse_options, uses_fixed_grid
+from node.outcome import finish
 from node.problem import Problem
 from node.solution import Solution
 from node.state import FlatVectorField, StateLayout
-
-
-def odeint_adjoint(
-    func: Callable,
-    y0,
-    t: torch.Tensor,
-    *,
-    rtol=1e-7,
-    atol=1e-9,
-    method: str | None = None,
-    options: dict[str, Any] | None = None,
-    event_fn: Callable | None = None,
-    adjoint_rtol=None,
-    adjoint_atol=None,
-    adjoint_method: str | None = None,
-    adjoint_options: dict[str, Any] | None = None,
-    adjoint_params: Sequence[torch.Tensor] | None = None,
-):
-    """``odeint`` whose backward pass solves the adjoint ODE (drop-in for torchdiffeq's).
-
-    ``func`` must be an ``nn.Module`` (its parameters get gradients) unless ``adjoint_params``
-    lists the tensors to differentiate (``()`` is allowed). ``adjoint_rtol``, ``adjoint_atol``,
-    ``adjoint_method`` and ``adjoint_options`` default to the forward solve's; if
-    ``adjoint_method`` differs from ``method`` and ``options`` is given, ``adjoint_options`` must
-    be given too. ``adjoint_options=dict(norm="seminorm")`` leaves the parameter adjoint out of
-    the error test. A callable ``norm`` in ``adjoint_options`` receives torchdiffeq's tuple
-    ``(t, *y, *a, *a_params)`` (see :mod:`node.adjoint_norms`).
-    """
-    from node.solve import solve
-
-    kwargs = dict(
-        adjoint_params=adjoint_params,
-        adjoint_rtol=adjoint_rtol,
-        adjoint_atol=adjoint_atol,
-        adjoint_method=adjoint_method,
-        adjoint_options=adjoint_options,
-    )
-    if event_fn is not None:
-        from node.complex_state import solve_until_event
-
-        return solve_until_event(
-            func, y0, t, event_fn=event_fn, rtol=rtol, atol=atol, method=method,
-            options=options, gradient="adjoint", **kwargs,
-        )
-    return solve(
-        func, y0, t, rtol=rtol, atol=atol, method=method, options=options, gradient="adjoint",
-        **kwargs,
-    ).ys
 
 
 def resolve_params(func, adjoint_params, norm_choice=None) -> tuple[torch.Tensor, ...]:
@@ -107,7 +59,7 @@ def resolve_params(func, adjoint_params, norm_choice=None) -> tuple[torch.Tensor
     if len(kept) < len(params) and callable(norm_choice):
         warnings.warn("adjoint_params holds tensors that do not require gradients: they are left "
                       "out of the adjoint solve and do not appear in the tuple passed to the "
-                      "adjoint norm", stacklevel=4)
+                      "adjoint norm", stacklevel=5)
     return kept
 
 
@@ -270,8 +222,8 @@ def solve_adjoint(
     adjoint_options,
     options_given: bool,
 ) -> Solution:
-    from node.solve import finish
-
+    """Solve ``problem`` with the adjoint gradient (arguments as in :func:`node.solve`;
+    ``options_given``: whether the caller gave ``options``)."""
     method = problem.tableau if adjoint_method is None else get_tableau(adjoint_method)
     if adjoint_options is None:
         if method.name != problem.tableau.name and options_given:

@@ -170,22 +170,3 @@ def complex_view_of(func) -> ComplexView | None:
     """The complex view of a ``func`` wrapped by :meth:`ComplexView.func` (else ``None``)."""
     return func.complex_view if isinstance(func, _RealView) else None
 
-
-def solve_until_event(func, y0, t, *, event_fn, rtol, atol, **kwargs):
-    """:func:`node.events.solve_until_event`, for complex states too (``(event_t, ys)``)."""
-    from node.events import solve_until_event as solve_real
-
-    view = ComplexView.of(y0)
-    if view is None:
-        return solve_real(func, y0, t, event_fn=event_fn, rtol=rtol, atol=atol, **kwargs)
-    check_func(event_fn)
-
-    def real_event_fn(t, y):
-        return event_fn(t, view.complex(y))
-
-    for name in ("adjoint_rtol", "adjoint_atol"):
-        if name in kwargs:
-            kwargs[name] = view.tolerance(kwargs[name])
-    event_t, ys = solve_real(view.func(func), view.real(y0), t, event_fn=real_event_fn,
-                             rtol=view.tolerance(rtol), atol=view.tolerance(atol), **kwargs)
-    return event_t, view.complex(ys)

@@ -22,89 +22,14 @@ from typing import Any
 
 import torch
 
+from node.complex_state import ComplexView
 from node.event_gradient import attach_event_gradient
 from node.event_location import EventLocator
+from node.gradient_modes import solve_problem
 from node.inputs import check_func
 from node.problem import Problem, make_problem
 
 _EVENT_STEP_BUDGET = 100_000  # default max_num_steps: a solve whose event never comes must end
-
-
-def odeint_event(
-    func: Callable,
-    y0,
-    t0,
-    *,
-    event_fn: Callable,
-    reverse_time: bool = False,
-    odeint_interface: Callable | None = None,
-    per_sample: bool = False,
-    **kwargs,
-):
-    """Solve from ``t0`` until ``event_fn(t, y)`` crosses zero (torchdiffeq's ``odeint_event``).
-
-    Returns ``(event_t, solution)`` where ``solution`` stacks the states at ``t0`` and at
-    ``event_t``. ``odeint_interface`` is :func:`node.odeint` (direct gradients, default),
-    :func:`node.odeint_adjoint`, or any callable with ``odeint``'s signature, called as
-    ``odeint_interface(func, y0, t, event_fn=event_fn, **kwargs)``; ``kwargs`` go to it
-    (``rtol``, ``atol``, ``method``, ``options``, ``adjoint_*``), and for node's own two
-    ``gradient="checkpoint"`` selects the checkpoint mode. With ``per_sample=True`` (node's own
-    interfaces only) each sample of the batch (first dimension) stops at its own event and
-    ``event_t`` has shape ``[batch]``.
-    """
-    from node.adjoint import odeint_adjoint
-    from node.odeint import odeint
-
-    if not isinstance(t0, torch.Tensor):
-        t0 = torch.tensor(float(t0), dtype=torch.float64)
-    if t0.numel() != 1:
-        raise ValueError(f"t0 must be a scalar time, got shape {tuple(t0.shape)}")
-    t0 = t0.reshape(())
-    t = torch.stack([t0, t0.detach() + (-1.0 if reverse_time else 1.0)])
-    if odeint_interface is odeint_adjoint:
-        kwargs.setdefault("gradient", "adjoint")
-    elif odeint_interface not in (None, odeint):
-        return _through_interface(odeint_interface, func, y0, t, event_fn, per_sample, kwargs)
-    return solve_until_event(func, y0, t, event_fn=event_fn, per_sample=per_sample, **kwargs)
-
-
-def _through_interface(interface, func, y0, t, event_fn, per_sample, kwargs):
-    """``odeint_event`` through a user's ``odeint``-like callable (torchdiffeq's protocol).
-
-    The callable returns ``(event_t, solution)``. If its event time already carries gradients
-    (a wrapper of node's own interfaces) the result is complete; otherwise (torchdiffeq's
-    ``odeint``, whose event solve differentiates the state at the fixed time ``t*``) the
-    implicit-function-theorem gradient is attached here. Attaching it to a state that already
-    moves with ``t*`` would count that motion twice.
-    """
-    if not callable(interface):
-        raise TypeError("odeint_interface must be callable with odeint's signature, got "
-                        f"{type(interface).__name__}")
-    if per_sample:
-        raise ValueError("per_sample=True needs odeint_interface to be node.odeint or "
-                         f"node.odeint_adjoint, got {interface!r}")
-    check_func(event_fn)
-    result = interface(func, y0, t, event_fn=event_fn, **kwargs)
-    if not (isinstance(result, tuple | list) and len(result) == 2
-            and isinstance(result[0], torch.Tensor) and result[0].numel() == 1):
-        raise ValueError("odeint_interface called with event_fn must return (event_t, solution) "
-                         f"with a scalar tensor event_t, got {type(result).__name__}")
-    event_t, solution = result
-    if event_t.requires_grad or not torch.is_grad_enabled():
-        return event_t, solution
-    is_tuple = isinstance(solution, tuple | list)
-    y_event = tuple(s[-1] for s in solution) if is_tuple else solution[-1]
-    problem = make_problem(func, y0, t, method=None, rtol=1e-7, atol=1e-9, options=None)
-    times = event_t.detach().reshape(1).to(t.dtype)
-    with torch.no_grad():
-        g = problem.layout.flatten(y_event).detach()
-        g = event_fn(times.reshape(()), problem.layout.unflatten(g)).reshape(-1)
-        comp = int(g.abs().argmin())  # the component that fired is the one that is zero
-    event_t, y_event = attach_event_gradient(problem, event_fn, times, [comp], y_event, False)
-    if is_tuple:
-        return event_t, tuple(torch.cat([s[:-1], y[None]]) for s, y in zip(solution, y_event,
-                                                                               strict=True))
-    return event_t, torch.cat([solution[:-1], y_event[None]])
 
 
 def solve_until_event(
@@ -121,13 +46,33 @@ def solve_until_event(
     per_sample: bool = False,
     **adjoint_kwargs,
 ):
-    """The event solve behind ``odeint(..., event_fn=...)`` and :func:`odeint_event`.
+    """The event solve behind ``odeint(..., event_fn=...)`` and :func:`node.odeint_event`:
+    ``(event_t, ys)``, ``ys`` the states at ``t[0]`` and at ``event_t``.
 
     ``t`` holds two times: ``t[0]`` is the start and the sign of ``t[1] - t[0]`` the direction.
+    A complex state is solved as its real view (:mod:`node.complex_state`).
     """
-    from node.solve import solve
-
     check_func(event_fn)
+    view = ComplexView.of(y0)
+    if view is None:
+        return _solve_real(func, y0, t, event_fn, rtol, atol, method, options, gradient,
+                           per_sample, adjoint_kwargs)
+
+    def real_event_fn(t, y):
+        return event_fn(t, view.complex(y))
+
+    for name in ("adjoint_rtol", "adjoint_atol"):
+        if name in adjoint_kwargs:
+            adjoint_kwargs[name] = view.tolerance(adjoint_kwargs[name])
+    event_t, ys = _solve_real(view.func(func), view.real(y0), t, real_event_fn,
+                              view.tolerance(rtol), view.tolerance(atol), method, options,
+                              gradient, per_sample, adjoint_kwargs)
+    return event_t, view.complex(ys)
+
+
+def _solve_real(func, y0, t, event_fn, rtol, atol, method, options, gradient, per_sample,
+                adjoint_kwargs):
+    """:func:`solve_until_event` for a real state."""
     if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.numel() != 2:
         got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
         raise ValueError(f"with event_fn, t must be a 1-D tensor of 2 times (only t[0] is used), "
@@ -168,8 +113,10 @@ def solve_until_event(
     t_out = torch.cat([t[:1], torch.tensor(order, dtype=t.dtype, device=t.device)])
     # The user's options: the step budget above only guards the search (same steps here), and
     # the adjoint treats "options given" specially (adjoint_method vs adjoint_options).
-    sol = solve(func, y0, t_out, method=method, rtol=rtol, atol=atol, options=user_options,
-                gradient=gradient, **adjoint_kwargs)
+    resolve = make_problem(func, y0, t_out, method=method, rtol=rtol, atol=atol,
+                           options=user_options)
+    sol = solve_problem(resolve, gradient=gradient, options_given=user_options is not None,
+                        **adjoint_kwargs)
     ys = sol.ys
     index = {v: i + 1 for i, v in enumerate(order)} | {start: 0}
     if per_sample:

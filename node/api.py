@@ -1,0 +1,238 @@
+"""The public solvers, one layer above the engines.
+
+* :func:`solve`: one entry point for every method and gradient mode, returning a
+  :class:`~node.Solution` (statistics, status);
+* :func:`odeint`, :func:`odeint_adjoint`, :func:`odeint_event`: torchdiffeq's interface on top
+  of it (drop-in replacements).
+
+Layering: this module validates the call, turns a complex state into its real view
+(:mod:`node.complex_state`), builds the :class:`~node.problem.Problem` and hands it to the
+gradient mode (:mod:`node.gradient_modes`) or to the event solve (:mod:`node.events`). Nothing
+in ``node`` imports this module except ``node/__init__.py``, so the engines never call back up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from node.complex_state import ComplexView
+from node.errors import SolverError
+from node.event_interface import through_interface
+from node.events import solve_until_event
+from node.gradient_modes import Gradient, check_modes, solve_problem
+from node.options import progress_option
+from node.outcome import OnFailure
+from node.problem import make_problem
+from node.solution import Solution
+from node.tableau import ButcherTableau
+
+
+def solve(
+    func: Callable,
+    y0,
+    t: torch.Tensor,
+    *,
+    method: str | ButcherTableau | None = "dopri5",
+    rtol=1e-7,
+    atol=1e-9,
+    options: dict[str, Any] | None = None,
+    gradient: Gradient = "direct",
+    adjoint_params: Sequence[torch.Tensor] | None = None,
+    adjoint_rtol=None,
+    adjoint_atol=None,
+    adjoint_method: str | None = None,
+    adjoint_options: dict[str, Any] | None = None,
+    on_failure: OnFailure = "raise",
+    progress: bool | float | None = None,
+) -> Solution:
+    """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``, and report how it went.
+
+    Args:
+        func: the vector field ``func(t, y) -> dy/dt`` (``t`` a 0-d tensor, ``y`` like ``y0``).
+            A derivative of another floating dtype than the state's (float64 for a float32
+            state, say) is cast to the state's dtype, as torchdiffeq accepts it; a wrong shape
+            or a non-floating dtype raises.
+        y0: initial state, a floating or complex tensor of any shape, or a tuple of such
+            tensors (of one dtype). A complex state is solved as its real view (time stays
+            real; the error test measures complex entries by magnitude, as torchdiffeq does;
+            see :mod:`node.complex_state`).
+        t: 1-D strictly increasing or decreasing output times; ``t[0]`` is the initial time.
+        method: a registered method name (see :func:`node.available_methods`) or a tableau.
+        rtol, atol: tolerances: numbers, per-element tensors, or tuples for tuple states.
+        options: method options (see :class:`node.AdaptiveOptions`, :class:`node.FixedGridOptions`).
+        gradient: how ``backward()`` differentiates the solve:
+
+            * ``"direct"``: autograd through the solver's operations (fast; memory grows with
+              the number of steps times the graph of one ``func`` call);
+            * ``"checkpoint"``: the same exact gradient, recomputing each step in the backward
+              pass (memory: one state per step);
+            * ``"adjoint"``: the continuous adjoint (memory independent of the number of steps;
+              the gradient is accurate to the adjoint tolerances). ``adjoint_*`` arguments as in
+              :func:`node.odeint_adjoint`.
+        on_failure: ``"raise"`` raises :class:`node.SolverError` on a numerical failure;
+            ``"return"`` returns the partial solution (output times reached so far) with a
+            failure ``status`` and ``message``.
+        progress: draw a progress bar on stderr (needs ``tqdm``): ``True``, or a number of
+            seconds to show it only if the solve is still running after that long. ``None``
+            (default) leaves it to ``options['progress']`` (off unless given there). An adjoint
+            solve shows its backward solve too, unless ``adjoint_options`` leave it out.
+
+    Returns:
+        A :class:`~node.Solution` with ``ys`` of shape ``[len(t), *y0.shape]``.
+    """
+    view = ComplexView.of(y0)
+    if view is not None:
+        try:
+            solution = solve(
+                view.func(func), view.real(y0), t, method=method, rtol=view.tolerance(rtol),
+                atol=view.tolerance(atol), options=options, gradient=gradient,
+                adjoint_params=adjoint_params, adjoint_rtol=view.tolerance(adjoint_rtol),
+                adjoint_atol=view.tolerance(adjoint_atol), adjoint_method=adjoint_method,
+                adjoint_options=adjoint_options, on_failure=on_failure,
+            )
+        except SolverError as error:
+            if error.solution is not None:
+                error.solution.ys = view.complex(error.solution.ys)
+            raise
+        solution.ys = view.complex(solution.ys)
+        return solution
+    check_modes(gradient, on_failure)
+    problem = make_problem(func, y0, t, method=method, rtol=rtol, atol=atol, options=options)
+    if progress is not None:
+        problem.options = replace(problem.options, progress=progress_option(progress))
+    return solve_problem(
+        problem,
+        gradient=gradient,
+        on_failure=on_failure,
+        adjoint_params=adjoint_params,
+        adjoint_rtol=adjoint_rtol,
+        adjoint_atol=adjoint_atol,
+        adjoint_method=adjoint_method,
+        adjoint_options=adjoint_options,
+        options_given=options is not None,
+    )
+
+
+def odeint(
+    func: Callable,
+    y0,
+    t: torch.Tensor,
+    *,
+    rtol=1e-7,
+    atol=1e-9,
+    method: str | None = None,
+    options: dict[str, Any] | None = None,
+    event_fn: Callable | None = None,
+):
+    """Integrate ``dy/dt = func(t, y)`` from ``y(t[0]) = y0``; drop-in for torchdiffeq's ``odeint``.
+
+    Returns the solution at every time in ``t``: a tensor ``[len(t), *y0.shape]`` (``ys[0]`` is
+    ``y0``), or a tuple of such tensors for a tuple ``y0``. ``method=None`` means ``"dopri5"``.
+    Gradients flow to ``y0``, to the parameters ``func`` uses and to ``t`` by ordinary autograd
+    through the solver's operations.
+
+    With ``event_fn``, ``t`` must hold two times of which only ``t[0]`` is used; the solve stops
+    where ``event_fn(t, y)`` crosses zero and ``(event_t, ys)`` is returned (see
+    :func:`node.odeint_event`).
+
+    As in torchdiffeq: ``y0`` may be complex (time stays real; see :mod:`node.complex_state`);
+    ``func`` may return another floating dtype than the state's (it is cast to the state's);
+    an option the method does not use (``step_size`` for ``dopri5``, ``first_step`` for
+    ``rk4``, ...) is ignored with a warning, so ``step_size`` never makes an adaptive method
+    step on a grid: ``options=dict(adaptive=False, step_size=h)`` does.
+
+    Raises:
+        ValueError, TypeError: bad arguments (named in the message); non-monotonic ``t`` raises
+            :class:`node.TimeOrderError`, which is also an ``AssertionError`` (torchdiffeq's
+            type for it).
+        node.SolverError: a numerical failure (step budget, step size, non-finite values); also
+            an ``AssertionError``, so code written for torchdiffeq that catches those works.
+    """
+    if event_fn is not None:
+        return solve_until_event(
+            func, y0, t, event_fn=event_fn, rtol=rtol, atol=atol, method=method, options=options
+        )
+    return solve(func, y0, t, method=method, rtol=rtol, atol=atol, options=options).ys
+
+
+def odeint_adjoint(
+    func: Callable,
+    y0,
+    t: torch.Tensor,
+    *,
+    rtol=1e-7,
+    atol=1e-9,
+    method: str | None = None,
+    options: dict[str, Any] | None = None,
+    event_fn: Callable | None = None,
+    adjoint_rtol=None,
+    adjoint_atol=None,
+    adjoint_method: str | None = None,
+    adjoint_options: dict[str, Any] | None = None,
+    adjoint_params: Sequence[torch.Tensor] | None = None,
+):
+    """``odeint`` whose backward pass solves the adjoint ODE (drop-in for torchdiffeq's).
+
+    ``func`` must be an ``nn.Module`` (its parameters get gradients) unless ``adjoint_params``
+    lists the tensors to differentiate (``()`` is allowed). ``adjoint_rtol``, ``adjoint_atol``,
+    ``adjoint_method`` and ``adjoint_options`` default to the forward solve's; if
+    ``adjoint_method`` differs from ``method`` and ``options`` is given, ``adjoint_options`` must
+    be given too. ``adjoint_options=dict(norm="seminorm")`` leaves the parameter adjoint out of
+    the error test. A callable ``norm`` in ``adjoint_options`` receives torchdiffeq's tuple
+    ``(t, *y, *a, *a_params)`` (see :mod:`node.adjoint_norms`).
+    """
+    kwargs = dict(
+        adjoint_params=adjoint_params,
+        adjoint_rtol=adjoint_rtol,
+        adjoint_atol=adjoint_atol,
+        adjoint_method=adjoint_method,
+        adjoint_options=adjoint_options,
+    )
+    if event_fn is not None:
+        return solve_until_event(
+            func, y0, t, event_fn=event_fn, rtol=rtol, atol=atol, method=method,
+            options=options, gradient="adjoint", **kwargs,
+        )
+    return solve(
+        func, y0, t, rtol=rtol, atol=atol, method=method, options=options, gradient="adjoint",
+        **kwargs,
+    ).ys
+
+
+def odeint_event(
+    func: Callable,
+    y0,
+    t0,
+    *,
+    event_fn: Callable,
+    reverse_time: bool = False,
+    odeint_interface: Callable | None = None,
+    per_sample: bool = False,
+    **kwargs,
+):
+    """Solve from ``t0`` until ``event_fn(t, y)`` crosses zero (torchdiffeq's ``odeint_event``).
+
+    Returns ``(event_t, solution)`` where ``solution`` stacks the states at ``t0`` and at
+    ``event_t``. ``odeint_interface`` is :func:`node.odeint` (direct gradients, default),
+    :func:`node.odeint_adjoint`, or any callable with ``odeint``'s signature, called as
+    ``odeint_interface(func, y0, t, event_fn=event_fn, **kwargs)``; ``kwargs`` go to it
+    (``rtol``, ``atol``, ``method``, ``options``, ``adjoint_*``), and for node's own two
+    ``gradient="checkpoint"`` selects the checkpoint mode. With ``per_sample=True`` (node's own
+    interfaces only) each sample of the batch (first dimension) stops at its own event and
+    ``event_t`` has shape ``[batch]``.
+    """
+    if not isinstance(t0, torch.Tensor):
+        t0 = torch.tensor(float(t0), dtype=torch.float64)
+    if t0.numel() != 1:
+        raise ValueError(f"t0 must be a scalar time, got shape {tuple(t0.shape)}")
+    t0 = t0.reshape(())
+    t = torch.stack([t0, t0.detach() + (-1.0 if reverse_time else 1.0)])
+    if odeint_interface is odeint_adjoint:
+        kwargs.setdefault("gradient", "adjoint")
+    elif odeint_interface not in (None, odeint):
+        return through_interface(odeint_interface, func, y0, t, event_fn, per_sample, kwargs)
+    return solve_until_event(func, y0, t, event_fn=event_fn, per_sample=per_sample, **kwargs)

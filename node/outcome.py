@@ -1,0 +1,43 @@
+"""The end of every solve: a run packaged as a :class:`~node.Solution`, or a
+:class:`~node.SolverError` when the run failed and the caller asked for errors."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from node.errors import SolverError, Status
+from node.problem import Problem
+from node.solution import Integration, Solution
+from node.state import FlatVectorField
+
+OnFailure = Literal["raise", "return"]
+ON_FAILURE = ("raise", "return")
+
+
+def finish(
+    problem: Problem,
+    run: Integration,
+    f: FlatVectorField,
+    ys_flat: torch.Tensor,
+    on_failure: OnFailure,
+    stats: dict | None = None,
+) -> Solution:
+    """Package a run as a Solution, raising :class:`SolverError` on failure if asked to."""
+    n = ys_flat.shape[0]
+    if stats is None:
+        stats = run.stats.as_dict()
+    stats["nfe"] = f.nfe
+    t = problem.t
+    ys = problem.layout.unflatten_trajectory(ys_flat)
+    solution = Solution(ts=t[:n], ys=ys, stats=stats, status=run.status)
+    if run.status is not Status.SUCCESS:
+        t_reached = problem.direction * run.tau
+        solution.message = (
+            f"{run.cause}; solve stopped at t={t_reached:.10g} with step size {run.h:.6g} "
+            f"after {run.stats.n_steps} steps ({n} of {t.numel()} output times reached)"
+        )
+        if on_failure == "raise":
+            raise SolverError(run.status, t_reached, run.h, solution.message, solution)
+    return solution
