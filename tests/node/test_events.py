@@ -20,10 +20,10 @@ import math
 
 import pytest
 import torch
-from problems import frozen_steps
 from torch import nn
 
 import node
+from tests.problems import frozen_steps
 
 F64 = torch.float64
 G = 9.81

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "bouncing_ball.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "bouncing_ball.py"
 G = 9.81
 
 
