@@ -1,4 +1,5 @@
-# Two entry points: `make train` and `make test`. Both create .venv on first use.
+# Two entry points: `make train` and `make test`. Both create .venv on first use. `make help` (or
+# plain `make`) lists the targets: the `## ` comment after a target's name is its description.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,15 @@ STAMP := $(VENV)/.installed
 # user's own torch build; 2.13.0 is the release this project is tested with.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install train test lint bench clean
+.DEFAULT_GOAL := help
+.PHONY: help install train test lint bench clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  %-8s %s\n", $$1, $$2}'
+
+# One venv and one install stamp for every target: the package with its training stack, test
+# and benchmark extras (the `node` solver itself needs torch alone: `pip install -e .`).
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,21 +25,21 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[dev,bench]"
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) ## Create .venv: torch (pinned), the package with its [dev,bench] extras
 
 # Train the default model (latent ODE on spirals, CPU, ~3 min); extra overrides via ARGS,
 # e.g. make train ARGS="solver=rk4 solver.step_size=0.05"
-train: $(STAMP)
+train: $(STAMP) ## Train the default model (latent ODE on spirals, ~3 min on CPU); ARGS="..." overrides
 	OMP_NUM_THREADS=2 $(PY) train.py $(ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP) ## ruff check
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) lint
+test: $(STAMP) lint ## Lint, then the whole test suite (tests/node/: solver, tests/app/: training app)
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) ## Run the benchmark suites (bench/) and rewrite bench/README.md
 	$(PY) -m bench.run_all
 
-clean:
+clean: ## Remove .venv and the tool caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""Shared test problems and helpers for the solver tests (``tests/test_solver_*.py``).
+"""Shared test problems and helpers for the solver tests (``tests/node/``).
 
 Each :class:`Problem` has a torch vector field, the same field in NumPy for SciPy, an initial
 state and a time span. :func:`reference` solves it with SciPy's DOP853 at ``rtol = atol = 1e-12``

@@ -124,7 +124,7 @@ def test_training_and_plotting_from_a_checkpoint_write_the_plots(compose_cfg, tm
     assert {p.name for p in written} == PLOTS
     assert all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in written)
 
-    # what plot.py runs (tests/test_train_plots.py covers its command line)
+    # what plot.py runs (tests/app/test_train_plots.py covers its command line)
     from framework.plotting import plot_checkpoint
 
     out = tmp_path / "figures"

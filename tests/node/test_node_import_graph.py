@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "node"
+PACKAGE = Path(__file__).resolve().parents[2] / "node"
 ALLOWED_EXTERNAL = {"torch", "numpy"}
 LAZY_ONLY = {"tqdm": "node.progress"}  # imported only inside a function of that module
 HEAVY = ("lightning", "hydra", "omegaconf", "matplotlib", "torchdiffeq")

@@ -17,12 +17,12 @@ import math
 
 import pytest
 import torch
-from problems import ADAPTIVE, FORCED, LINEAR, LINEAR_A, VAN_DER_POL, frozen_steps
 from torch import nn
 from torch.autograd import gradcheck
 from torch.func import functional_call
 
 import node
+from tests.problems import ADAPTIVE, FORCED, LINEAR, LINEAR_A, VAN_DER_POL, frozen_steps
 
 F64 = torch.float64
 TIGHT = dict(rtol=1e-10, atol=1e-10)

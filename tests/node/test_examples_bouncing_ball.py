@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "bouncing_ball.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "bouncing_ball.py"
 G = 9.81
 
 
@@ -71,6 +71,9 @@ def test_gradients_of_bounce_times(bb):
 
 
 def test_short_fit_recovers_parameters_and_writes_plot(bb, tmp_path, capsys):
+    # The plot needs matplotlib, which the solver does not: `make test` (the dev extra, with the
+    # training stack) runs this test; a torch-only environment skips it, naming matplotlib.
+    pytest.importorskip("matplotlib")
     out = tmp_path / "plots" / "bounce.png"
     result = bb.main(["--out", str(out), "--bounces", "3", "--max-iter", "12",
                       "--height-init", "1.2", "--restitution-init", "0.6"])

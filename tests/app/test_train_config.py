@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 import node
 from models.components import ODESolver
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
 GROUPS = [
     "model",

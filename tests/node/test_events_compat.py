@@ -25,10 +25,10 @@ import math
 
 import pytest
 import torch
-from problems import FreeFall, G, Level, scalar
 from torch import nn
 
 import node
+from tests.problems import FreeFall, G, Level, scalar
 
 F64 = torch.float64
 MODES = ["direct", "checkpoint", "adjoint"]

@@ -194,31 +194,3 @@ def test_user_grid_longer_than_the_budget_is_refused():
     with pytest.raises(node.SolverError, match="10 steps.*max_num_steps=9"):
         node.odeint(decay, torch.ones(2, dtype=F64), T01, method="rk4",
                     options=dict(grid_constructor=grid, max_num_steps=9))
-
-
-# --- the app's solver config -------------------------------------------------------------------
-
-
-def test_solver_config_turns_progress_on(capsys):
-    from models.components.ode_solver import ODESolver
-
-    y0 = torch.ones(3, 2)
-    ODESolver.from_config(dict(method="dopri5"))(Field(), y0, torch.tensor([0.0, 1.0]))
-    assert capsys.readouterr().err == ""
-    solver = ODESolver.from_config(dict(method="dopri5", progress=True))
-    solver(Field(), y0, torch.tensor([0.0, 1.0]))
-    assert "node dopri5" in _fields(capsys.readouterr().err)
-    with pytest.raises(ValueError, match="solver.progress .* got 'yes'"):
-        ODESolver(progress="yes")
-
-
-@pytest.mark.parametrize("gradient", ["direct", "adjoint"])
-def test_solver_on_a_fixed_grid_does_not_warn_of_its_own_callbacks(gradient):
-    from models.components.ode_solver import ODESolver
-
-    solver = ODESolver(method="rk4", step_size=0.1, gradient=gradient)
-    y0 = torch.ones(3, 2, requires_grad=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        solver(Field(), y0, torch.tensor([0.0, 1.0]))[-1].sum().backward()
-    assert solver.counts().steps > 0

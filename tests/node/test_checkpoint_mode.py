@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from problems import frozen_steps
 from torch.func import functional_call
 
 import node
+from tests.problems import frozen_steps
 
 
 class Field(torch.nn.Module):

@@ -303,14 +303,6 @@ def test_adjoint_of_adaptive_method_on_grid_keeps_the_grid():
     assert sol.stats["n_steps"] == 8 and sol.stats["n_steps_backward"] == 8
 
 
-def test_ode_solver_config_step_size_still_selects_grid():
-    from models.components.ode_solver import ODESolver
-
-    solver = ODESolver(method="dopri5", step_size=0.1)
-    assert solver.options["adaptive"] is False and solver.options["step_size"] == 0.1
-    assert "adaptive" not in ODESolver(method="rk4", step_size=0.1).options
-
-
 # --- 5. options a method does not use -----------------------------------------------------------
 
 

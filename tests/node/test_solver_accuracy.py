@@ -10,7 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from problems import (
+from scipy.integrate import solve_ivp
+
+import node
+from tests.problems import (
     ADAPTIVE,
     FORCED,
     LINEAR,
@@ -22,9 +25,6 @@ from problems import (
     max_error,
     reference,
 )
-from scipy.integrate import solve_ivp
-
-import node
 
 # (rtol = atol, bound on the max abs error at 50 output times) in float64. fehlberg2's error
 # estimate is that of its first-order formula, whose error constant is tiny by construction, so

@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from framework.plotting import plot_checkpoint
-from tests.test_mnist_reader import write_mnist_folder
+from tests.app.test_mnist_reader import write_mnist_folder
 
 FDR = ["debug=fdr", "trainer.detect_anomaly=false"]
 TINY_ODENET = [

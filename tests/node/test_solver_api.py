@@ -10,7 +10,9 @@ from fractions import Fraction as F
 import numpy as np
 import pytest
 import torch
-from problems import (
+
+import node
+from tests.problems import (
     ADAPTIVE,
     ALL_METHODS,
     FIXED,
@@ -23,8 +25,6 @@ from problems import (
     max_error,
     reference,
 )
-
-import node
 
 F64 = torch.float64
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from problems import frozen_steps
 
 import node
+from tests.problems import frozen_steps
 
 MODES = ("direct", "checkpoint", "adjoint")
 # gradcheck needs a step sequence that finite differences do not move (see

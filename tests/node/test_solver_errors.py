@@ -277,7 +277,7 @@ def test_func_returning_wrong_shape_names_both_shapes(method):
 @pytest.mark.parametrize("method", ["dopri5", "rk4"])
 def test_func_returning_wrong_dtype_names_both(method):
     # (Another floating dtype is cast to the state's, as torchdiffeq accepts it; see
-    # tests/test_torchdiffeq_compat.py.)
+    # tests/node/test_torchdiffeq_compat.py.)
     with pytest.raises(TypeError) as exc:
         node.odeint(lambda t, y: (-y).to(torch.int64), Y0, T, method=method)
     msg = str(exc.value)

@@ -20,10 +20,10 @@ import math
 
 import pytest
 import torch
-from problems import FreeFall, G, Level, frozen_steps, scalar
 from torch import nn
 
 import node
+from tests.problems import FreeFall, G, Level, frozen_steps, scalar
 
 F64 = torch.float64
 MODES = ["direct", "checkpoint", "adjoint"]
@@ -510,7 +510,7 @@ def test_per_sample_needs_a_batched_tensor_state():
     ("dopri5", {"adaptive": False}),
 ])
 def test_fixed_step_method_without_step_size_raises_clear_value_error(method, options):
-    # Fixed-grid events are supported (tests/test_events_compat.py) but need a step size.
+    # Fixed-grid events are supported (tests/node/test_events_compat.py) but need a step size.
     with pytest.raises(ValueError, match=r"need options\['step_size'\]"):
         node.odeint_event(FreeFall(), torch.tensor([1.0, 0.0], dtype=F64), 0.0,
                           event_fn=height, method=method, options=options)
@@ -550,7 +550,8 @@ def test_no_grad_returns_located_states_without_a_second_solve(per_sample):
 
 
 def test_odeint_interface_returning_no_event_raises():
-    # Any odeint-like callable is accepted (tests/test_events_compat.py); it must return a pair.
+    # Any odeint-like callable is accepted (tests/node/test_events_compat.py); it must return a
+    # pair.
     with pytest.raises(ValueError, match="odeint_interface"):
         node.odeint_event(FreeFall(), torch.tensor([2.0, 0.0], dtype=F64), 0.0,
                           event_fn=height, odeint_interface=lambda *a, **k: None)

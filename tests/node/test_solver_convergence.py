@@ -15,9 +15,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from problems import ALL_METHODS, FORCED, max_error, reference
 
 import node
+from tests.problems import ALL_METHODS, FORCED, max_error, reference
 
 T_END = 2.0
 
