@@ -430,7 +430,8 @@ def _targets(rows: list[Row], t_values, clock: str) -> tuple[list[Target], list[
             ok &= ratio <= 0.6
             parts.append(f"T={t_end:g}{' seminorm' if 'seminorm' in nk else ''} {ratio:.2f}")
     targets.append(Target(f"adjoint mode at most 0.6x torchdiffeq's odeint_adjoint "
-                          f"({clock} time ratio node / torchdiffeq)", ok, ", ".join(parts)))
+                          f"({clock} time ratio node / torchdiffeq; issue 14)", ok,
+                          ", ".join(parts)))
     # 2. adjoint backward evaluations at most 0.75x torchdiffeq's at equal tolerances, in both
     # norms (issue 14, item 7; it replaced a 2x-the-forward target that no error-controlled
     # adjoint reaches)
@@ -443,7 +444,7 @@ def _targets(rows: list[Row], t_values, clock: str) -> tuple[list[Target], list[
             parts.append(f"T={t_end:g}{' seminorm' if 'seminorm' in nk else ''} {ratio:.2f} "
                          f"({n.count.nfe_backward} / {t.count.nfe_backward})")
     targets.append(Target("adjoint backward evaluations at most 0.75x torchdiffeq's (node / "
-                          "torchdiffeq, counts in parentheses)", ok, ", ".join(parts)))
+                          "torchdiffeq, counts in parentheses; issue 14)", ok, ", ".join(parts)))
     # 3. seminorm never more backward evaluations than without
     parts, ok = [], True
     for t_end in t_values:
