@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint bench clean
+.PHONY: help install train eval test lint bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -31,6 +31,12 @@ install: $(STAMP) ## Create .venv: torch (pinned), the package with its [dev,ben
 # e.g. make train ARGS="solver=rk4 solver.step_size=0.05"
 train: $(STAMP) ## Train the default model (latent ODE on spirals, ~3 min on CPU); ARGS="..." overrides
 	OMP_NUM_THREADS=2 $(PY) train.py $(ARGS)
+
+# Evaluate a checkpoint on its test split (metrics.json and plots under logs/eval/runs/), e.g.
+# make eval CKPT=logs/train/runs/<run>/checkpoints/last.ckpt ARGS="plots.enabled=false"
+eval: $(STAMP) ## Test a checkpoint: CKPT=<file> (e.g. logs/train/runs/<run>/checkpoints/last.ckpt)
+	@test -n "$(CKPT)" || { echo "usage: make eval CKPT=<checkpoint file> [ARGS=\"...\"]"; exit 2; }
+	OMP_NUM_THREADS=2 $(PY) eval.py ckpt_path=$(CKPT) $(ARGS)
 
 lint: $(STAMP) ## ruff check
 	$(VENV)/bin/ruff check .

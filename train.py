@@ -6,10 +6,11 @@ Examples::
     python train.py solver=rk4 solver.step_size=0.05 solver.gradient=adjoint
     python train.py experiment=spirals_chen2018 datamodule.n_obs=30
     python train.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt   # resume
+    python train.py train=false ckpt_path=<file>     # test <file> in the model of the config
     python train.py -m solver=dopri5,tsit5,rk4 solver.rtol=1e-3,1e-5        # sweep + summary
 
 The configuration lives in ``configs/`` (entry: ``configs/train.yaml``); the pipeline in
-:func:`framework.run.train`.
+:func:`framework.run.train`. The ``extras`` group (printing the config, ...) is applied first.
 """
 
 import os
@@ -24,8 +25,10 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from framework.extras import apply_extras
     from framework.run import train
 
+    apply_extras(cfg)
     result = train(cfg)
     metric = cfg.get("optimized_metric")
     if metric is None:

@@ -44,13 +44,14 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
     return model.eval()
 
 
-def load_datamodule(path: str | Path):
-    """The data module the model in ``path`` was trained on (set up, ready to use)."""
+def load_datamodule(path: str | Path, **overrides: Any):
+    """The data module the model in ``path`` was trained on (set up, ready to use); keyword
+    ``overrides`` replace its saved constructor arguments (e.g. ``data_dir`` on another machine)."""
     info = _read(path)
     if "datamodule_class" not in info:
         raise ValueError(
             f"'{path}' does not record a data module (the model was trained without one)"
         )
-    datamodule = import_class(info["datamodule_class"]).load_from_checkpoint(path)
+    datamodule = import_class(info["datamodule_class"]).load_from_checkpoint(path, **overrides)
     datamodule.setup()
     return datamodule

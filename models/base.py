@@ -12,6 +12,10 @@ Accounting, per training step (the quantities of the ODE-Net paper's figures):
 Checkpoints record the import paths of the model and data module classes under
 ``checkpoint["node_framework"]``, so :func:`framework.checkpoint.load_model` rebuilds both from
 the file alone (their constructor arguments are saved by ``save_hyperparameters``).
+
+:meth:`ODEModule.configure_optimizers` builds every model's optimizer and learning-rate schedule
+from the hyperparameters it saves (``optimizer``, ``lr``, ``momentum``, ``weight_decay``,
+``scheduler``, ``lr_milestones``, ``lr_gamma``; absent ones take the defaults listed there).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 
 from models.components.counting import EvaluationCounts
 from models.components.ode_solver import ODESolver
+from models.components.schedules import with_schedule
 
 CHECKPOINT_KEY = "node_framework"
 
@@ -55,6 +60,35 @@ class ODEModule(L.LightningModule):
         for solver in self.ode_solvers():
             total = total + solver.counts()
         return total
+
+    def configure_optimizers(self):
+        """The optimizer of the saved hyperparameters, with its epoch schedule if any:
+
+        * ``optimizer``: ``"adam"`` (default) or ``"sgd"`` (with ``momentum``, default 0);
+        * rate ``self.lr`` (set by the subclass from ``lr``; an attribute so that a tuner can
+          change it), ``weight_decay`` (default 0);
+        * ``scheduler`` (default ``"none"``), ``lr_milestones``, ``lr_gamma``: see
+          :mod:`models.components.schedules` (the subclasses validate them on construction).
+        """
+        hp = self.hparams
+        # a model without a configurable optimizer or schedule (the CNF) saves neither; the
+        # defaults here are those of the models that do
+        name = hp.get("optimizer", "adam")
+        weight_decay = float(hp.get("weight_decay", 0.0))
+        if name == "sgd":
+            opt = torch.optim.SGD(self.parameters(), lr=self.lr,
+                                  momentum=hp.get("momentum", 0.0), weight_decay=weight_decay)
+        elif name == "adam":
+            opt = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=weight_decay)
+        else:
+            raise ValueError(f"model.optimizer must be one of ['sgd', 'adam'], got {name!r}")
+        return with_schedule(
+            opt,
+            hp.get("scheduler", "none"),
+            self.trainer.max_epochs,
+            hp.get("lr_milestones", ()),
+            hp.get("lr_gamma", 0.1),
+        )
 
     def training_loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to minimise and extra metrics to log under ``train/``."""

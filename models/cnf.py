@@ -193,9 +193,6 @@ class CNFModule(ODEModule):
         terms["end_time"] = torch.tensor(sum(self.flow.end_times()) / len(self.flow.blocks))
         return loss, terms
 
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-
     # ------------------------------------------------------------------------------- evaluation
     def _datamodule(self):
         trainer = self._trainer

@@ -43,7 +43,7 @@ from models.components.objectives import (
     variational_bound,
 )
 from models.components.ode_solver import ODESolver
-from models.components.schedules import check_scheduler, with_schedule
+from models.components.schedules import check_scheduler
 from models.latent_ode_plots import plot_latents, plot_prior_samples, plot_reconstructions
 
 
@@ -324,13 +324,6 @@ class LatentODEModule(ODEModule):
         loss, terms = self.loss_terms(batch, beta, encoder_mask)
         terms["kl_weight"] = torch.tensor(beta)
         return loss, terms
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        opt = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=float(hp.weight_decay))
-        return with_schedule(
-            opt, hp.scheduler, self.trainer.max_epochs, hp.lr_milestones, hp.lr_gamma
-        )
 
     # ------------------------------------------------------------------------------- evaluation
     def posterior_mode(

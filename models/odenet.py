@@ -38,7 +38,7 @@ from models.base import ODEModule
 from models.components.ode_block import ODEBlock
 from models.components.ode_solver import ODESolver
 from models.components.odenet_layers import ConvODEFunc, MLPODEFunc, conv_head, conv_stem
-from models.components.schedules import check_scheduler, with_schedule
+from models.components.schedules import check_scheduler
 from models.odenet_plots import find_metrics_csv, plot_nfe, plot_trajectories
 
 log = logging.getLogger(__name__)
@@ -206,18 +206,6 @@ class ODENetModule(ODEModule):
         logits = self(batch["inputs"])
         loss = F.cross_entropy(logits, batch["labels"])
         return loss, {"acc": accuracy(logits.detach(), batch["labels"])}
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(
-                self.parameters(), lr=self.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
-            )
-        else:
-            opt = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=hp.weight_decay)
-        return with_schedule(
-            opt, hp.scheduler, self.trainer.max_epochs, hp.lr_milestones, hp.lr_gamma
-        )
 
     # ------------------------------------------------------------------------------- evaluation
     def _evaluate(self, batch, stage: str) -> None:

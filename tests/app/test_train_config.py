@@ -25,6 +25,8 @@ GROUPS = [
     "callbacks",
     "logger",
     "paths",
+    "extras",
+    "local",
     "hydra",
     "recipe",
     "experiment",

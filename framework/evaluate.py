@@ -1,0 +1,122 @@
+"""The evaluation pipeline behind ``eval.py``: test a checkpoint written by ``train.py``.
+
+Steps of :func:`evaluate`:
+
+1. rebuild the model and its data module from the checkpoint alone
+   (:mod:`framework.checkpoint`; ``datamodule`` entries of the config replace saved arguments);
+2. seed every generator (``seed``), build the loggers and trainer from their groups and run
+   Lightning's test loop on the data module's test split;
+3. write the model's plots and ``metrics.json`` (the ``test/*`` metrics, wall time, paths) into
+   the run's output folder, as the test stage of a training run does, and log where they are.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from framework.checkpoint import load_datamodule, load_model
+from framework.instantiate import instantiate_loggers
+from framework.run import (
+    METRICS_FILE,
+    _float_metrics,
+    _metrics_locations,
+    _single_console_logging,
+    _task_overrides,
+)
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_path(cfg: DictConfig) -> Path:
+    """``cfg.ckpt_path``, checked to name an existing file."""
+    value = "???" if OmegaConf.is_missing(cfg, "ckpt_path") else cfg.get("ckpt_path")
+    if not value or value == "???":
+        raise ValueError(
+            "ckpt_path must name a checkpoint written by train.py, e.g. "
+            f"ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt; got {value!r}"
+        )
+    path = Path(value)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path must be an existing checkpoint file, got '{path}'")
+    return path
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Run the pipeline of the module docstring; returns the content of ``metrics.json``.
+
+    ``cfg.num_threads`` (if set) is torch's intra-op thread count during the run, as in
+    :func:`framework.run.train`; the previous count is restored afterwards.
+    """
+    previous_threads = torch.get_num_threads()
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
+    try:
+        return _evaluate(cfg)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _evaluate(cfg: DictConfig) -> dict[str, Any]:
+    start = time.perf_counter()
+    _single_console_logging()
+    ckpt = checkpoint_path(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+
+    log.info(f"Loading model and data module from {ckpt}")
+    model = load_model(ckpt)
+    overrides = cfg.get("datamodule")
+    overrides = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
+    datamodule = load_datamodule(ckpt, **overrides)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    loggers = instantiate_loggers(cfg.get("logger"))
+    log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False)
+    # the model already holds the checkpoint's weights: no ckpt_path for trainer.test
+    trainer.test(model, datamodule=datamodule)
+    metrics = _float_metrics(trainer.callback_metrics)
+
+    plots: list[str] = []
+    plot_cfg = cfg.get("plots") or {}
+    if plot_cfg.get("enabled", True) and hasattr(model, "write_plots"):
+        batch = datamodule.example_batch(plot_cfg.get("split", "test"),
+                                         plot_cfg.get("n_examples", 4))
+        plots = [str(p) for p in model.write_plots(batch, output_dir / "plots")]
+
+    metrics["wall_time_s"] = time.perf_counter() - start
+    result = {
+        "status": "ok",
+        "overrides": _task_overrides(),
+        "metrics": dict(sorted(metrics.items())),
+        "paths": {
+            "output_dir": str(output_dir),
+            "checkpoint": str(ckpt),
+            "metrics": _metrics_locations(trainer),
+            "plots": plots,
+        },
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / METRICS_FILE).write_text(json.dumps(result, indent=2))
+    report(result)
+    return result
+
+
+def report(result: dict[str, Any]) -> None:
+    """Log the test metrics and where the outputs are."""
+    paths, metrics = result["paths"], result["metrics"]
+    lines = [f"Evaluated {paths['checkpoint']} in {metrics['wall_time_s']:.1f} s. "
+             f"Outputs in {paths['output_dir']}"]
+    lines += [f"  {k}={v:.4g}" for k, v in metrics.items() if k.startswith("test/")]
+    lines += [f"  metrics log: {place}" for place in paths["metrics"]]
+    lines.append(f"  final metrics: {Path(paths['output_dir']) / METRICS_FILE}")
+    lines += [f"  plot: {plot}" for plot in paths["plots"]]
+    log.info("\n".join(lines))
