@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -17,7 +18,8 @@ CONFIG_DIR = ROOT / "configs"
 
 
 # ------------------------------------------------------------------------------------- extras
-def test_print_config_prints_the_resolved_tree(compose_cfg, tmp_path, capsys):
+def test_print_config_prints_the_resolved_tree(compose_cfg, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rich", None)  # the plain-YAML path, as without rich
     cfg = compose_cfg(["extras.print_config=true"], tmp_path)
     apply_extras(cfg)
     out = capsys.readouterr().out
@@ -38,7 +40,6 @@ def test_extras_off(compose_cfg, tmp_path, capsys):
 
 
 def test_print_config_with_rich(compose_cfg, tmp_path, capsys):
-    pytest.importorskip("rich")
     apply_extras(compose_cfg(["extras.print_config=true"], tmp_path))
     out = capsys.readouterr().out
     assert "CONFIG" in out and "SpiralsDataModule" in out
