@@ -50,6 +50,7 @@ from typing import Any
 
 import torch
 
+import node
 from models.base import ODEModule
 from models.cnf_plots import plot_density, plot_flow, plot_samples
 from models.components.cnf_dynamics import TRACE_KINDS, CNFDynamics
@@ -94,7 +95,7 @@ class CNFModule(ODEModule):
         kinetic_weight, jacobian_weight: RNODE's :math:`\lambda_K`, :math:`\lambda_J` (0: off).
         reg_error_control: let the regulariser states take part in the solver's error test.
         lr, weight_decay: Adam's settings (FFJORD: 1e-3, 1e-5).
-        solver: the solver config (:class:`~models.components.ODESolver`).
+        solver: the solve's settings, a :class:`node.SolverConfig` (or a mapping of its fields).
     """
 
     def __init__(
@@ -112,7 +113,7 @@ class CNFModule(ODEModule):
         reg_error_control: bool = False,
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
-        solver: Mapping[str, Any] | None = None,
+        solver: node.SolverConfig | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -138,7 +139,9 @@ class CNFModule(ODEModule):
                 "regularisers without changing the flow; RNODE fixes T (train_end_time=false)"
             )
         self.trace = trace
-        self.solver = ODESolver.from_config(solver)
+        self.solver = ODESolver(solver)
+        # saved as plain values, so that a checkpoint loads without unpickling node's classes
+        self.hparams["solver"] = self.solver.config.to_dict()
         blocks = [
             CNFDynamics(
                 ConcatSquashMLP(obs_dim, hidden_dims, activation),

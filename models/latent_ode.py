@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torchmetrics import MeanSquaredError
 
+import node
 from models.base import ODEModule
 from models.components.encoders import ENCODERS, build_encoder
 from models.components.mlp import ACTIVATIONS, MLP, AutonomousField, LinearPlusMLP
@@ -162,8 +163,8 @@ class LatentODEModule(ODEModule):
         lr, weight_decay: Adam's settings.
         scheduler, lr_milestones, lr_gamma: the learning-rate schedule (``none``, ``multistep``
             or ``cosine``; see :mod:`models.components.schedules`).
-        solver: the solver config (see :class:`~models.components.ODESolver`); the ODE-RNN
-            encoder uses the same solver.
+        solver: the solve's settings, a :class:`node.SolverConfig` (or a mapping of its
+            fields); the ODE-RNN encoder uses the same solver.
     """
 
     def __init__(
@@ -194,7 +195,7 @@ class LatentODEModule(ODEModule):
         scheduler: str = "none",
         lr_milestones: Sequence[int] = (),
         lr_gamma: float = 0.1,
-        solver: Mapping[str, Any] | None = None,
+        solver: node.SolverConfig | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -228,7 +229,9 @@ class LatentODEModule(ODEModule):
         self.objective = objective
         self.latent_dim = latent_dim
 
-        self.solver = ODESolver.from_config(solver)
+        self.solver = ODESolver(solver)
+        # saved as plain values, so that a checkpoint loads without unpickling node's classes
+        self.hparams["solver"] = self.solver.config.to_dict()
         self.encoder = build_encoder(encoder, obs_dim, latent_dim, encoder_hidden, self.solver)
         if dynamics_activation not in ACTIVATIONS:
             raise ValueError(

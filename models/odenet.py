@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import node
 from models.base import ODEModule
 from models.components.ode_block import ODEBlock
 from models.components.ode_solver import ODESolver
@@ -99,7 +100,7 @@ class ODENetModule(ODEModule):
         optimizer: ``"sgd"`` (with ``momentum``) or ``"adam"``; ``lr``, ``weight_decay``.
         scheduler: ``"none"``, ``"multistep"`` (times ``lr_gamma`` at each epoch of
             ``lr_milestones``) or ``"cosine"`` (to 0 over ``trainer.max_epochs``).
-        solver: the solver config (see :class:`~models.components.ODESolver`).
+        solver: the solve's settings, a :class:`node.SolverConfig` (or a mapping of its fields).
     """
 
     def __init__(
@@ -122,7 +123,7 @@ class ODENetModule(ODEModule):
         scheduler: str = "none",
         lr_milestones: Sequence[int] = (),
         lr_gamma: float = 0.1,
-        solver: Mapping[str, Any] | None = None,
+        solver: node.SolverConfig | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -136,7 +137,9 @@ class ODENetModule(ODEModule):
         _number("weight_decay", weight_decay, 0.0, strict=False)
         self.metrics_csv: str | None = None
 
-        self.solver = ODESolver.from_config(solver)
+        self.solver = ODESolver(solver)
+        # saved as plain values, so that a checkpoint loads without unpickling node's classes
+        self.hparams["solver"] = self.solver.config.to_dict()
         if architecture == "conv":
             width = _int("channels", channels, 1)
             _int("n_downsample", n_downsample, 0)

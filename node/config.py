@@ -94,7 +94,7 @@ class SolverConfig:
             if getattr(self, name) is not None:
                 self._set(name, _tolerance(name, getattr(self, name)))
         for name in _OPTION_FIELDS:
-            if getattr(self, name) not in (None, False) and name in (self.options or {}):
+            if _set(getattr(self, name)) and name in (self.options or {}):
                 raise ValueError(f"give {name} or options[{name!r}], not both")
         if not isinstance(self.seminorm, bool):
             raise TypeError(f"seminorm must be True or False, got {self.seminorm!r}")
@@ -127,7 +127,7 @@ class SolverConfig:
     def solve_options(self) -> dict[str, Any] | None:
         """``options`` with the conveniences applied (``None`` if nothing is set, which lets an
         adjoint solve with its own ``adjoint_method`` choose its options)."""
-        if self.options is None and all(getattr(self, n) in (None, False) for n in _OPTION_FIELDS):
+        if self.options is None and not any(_set(getattr(self, n)) for n in _OPTION_FIELDS):
             return None
         options = dict(self.options or {})
         if self.step_size is not None:
@@ -136,7 +136,7 @@ class SolverConfig:
                 options.setdefault(MODE_KEY, False)
         if self.max_num_steps is not None:
             options["max_num_steps"] = self.max_num_steps
-        if self.progress not in (None, False):
+        if _set(self.progress):
             options["progress"] = self.progress
         return options
 
@@ -189,6 +189,12 @@ class SolverConfig:
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (``SolverConfig(**config.to_dict()) == config``)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _set(value) -> bool:
+    """Whether a convenience field is set (``None``/``False`` mean unset; ``0`` is a value, which
+    the option parsing then judges)."""
+    return value is not None and value is not False
 
 
 def _tolerance(name: str, value):
