@@ -56,7 +56,7 @@ from models.cnf_plots import plot_density, plot_flow, plot_samples
 from models.components.cnf_dynamics import TRACE_KINDS, CNFDynamics
 from models.components.cnf_flow import ContinuousFlow
 from models.components.concatsquash import ConcatSquashMLP
-from models.components.ode_solver import ODESolver
+from models.components.ode_solver import ODESolver, solver_config
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,10 @@ class CNFModule(ODEModule):
         solver: node.SolverConfig | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        # the hyperparameters keep the solver as plain values (its fields), so that logs and
+        # checkpoints hold no node class; the model uses the config object itself
+        solver_cfg = solver_config(solver)
+        solver = solver_cfg.to_dict()
         self.save_hyperparameters()
         self.obs_dim = _check_int("obs_dim", obs_dim, 1)
         n_blocks = _check_int("n_blocks", n_blocks, 1)
@@ -139,9 +143,7 @@ class CNFModule(ODEModule):
                 "regularisers without changing the flow; RNODE fixes T (train_end_time=false)"
             )
         self.trace = trace
-        self.solver = ODESolver(solver)
-        # saved as plain values, so that a checkpoint loads without unpickling node's classes
-        self.hparams["solver"] = self.solver.config.to_dict()
+        self.solver = ODESolver(solver_cfg)
         blocks = [
             CNFDynamics(
                 ConcatSquashMLP(obs_dim, hidden_dims, activation),

@@ -43,7 +43,7 @@ from models.components.objectives import (
     log_normal,
     variational_bound,
 )
-from models.components.ode_solver import ODESolver
+from models.components.ode_solver import ODESolver, solver_config
 from models.components.schedules import check_scheduler, with_schedule
 from models.latent_ode_plots import plot_latents, plot_prior_samples, plot_reconstructions
 
@@ -198,6 +198,10 @@ class LatentODEModule(ODEModule):
         solver: node.SolverConfig | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        # the hyperparameters keep the solver as plain values (its fields), so that logs and
+        # checkpoints hold no node class; the model uses the config object itself
+        solver_cfg = solver_config(solver)
+        solver = solver_cfg.to_dict()
         self.save_hyperparameters()
         _check_int("obs_dim", obs_dim, 1)
         _check_int("latent_dim", latent_dim, 1)
@@ -229,9 +233,7 @@ class LatentODEModule(ODEModule):
         self.objective = objective
         self.latent_dim = latent_dim
 
-        self.solver = ODESolver(solver)
-        # saved as plain values, so that a checkpoint loads without unpickling node's classes
-        self.hparams["solver"] = self.solver.config.to_dict()
+        self.solver = ODESolver(solver_cfg)
         self.encoder = build_encoder(encoder, obs_dim, latent_dim, encoder_hidden, self.solver)
         if dynamics_activation not in ACTIVATIONS:
             raise ValueError(

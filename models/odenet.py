@@ -37,7 +37,7 @@ from torch import nn
 import node
 from models.base import ODEModule
 from models.components.ode_block import ODEBlock
-from models.components.ode_solver import ODESolver
+from models.components.ode_solver import ODESolver, solver_config
 from models.components.odenet_layers import ConvODEFunc, MLPODEFunc, conv_head, conv_stem
 from models.components.schedules import check_scheduler, with_schedule
 from models.odenet_plots import find_metrics_csv, plot_nfe, plot_trajectories
@@ -126,6 +126,10 @@ class ODENetModule(ODEModule):
         solver: node.SolverConfig | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        # the hyperparameters keep the solver as plain values (its fields), so that logs and
+        # checkpoints hold no node class; the model uses the config object itself
+        solver_cfg = solver_config(solver)
+        solver = solver_cfg.to_dict()
         self.save_hyperparameters()
         self.input_shape = self._check_shape(input_shape, architecture)
         self.n_classes = _int("n_classes", n_classes, 2)
@@ -137,9 +141,7 @@ class ODENetModule(ODEModule):
         _number("weight_decay", weight_decay, 0.0, strict=False)
         self.metrics_csv: str | None = None
 
-        self.solver = ODESolver(solver)
-        # saved as plain values, so that a checkpoint loads without unpickling node's classes
-        self.hparams["solver"] = self.solver.config.to_dict()
+        self.solver = ODESolver(solver_cfg)
         if architecture == "conv":
             width = _int("channels", channels, 1)
             _int("n_downsample", n_downsample, 0)
