@@ -140,6 +140,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(previous_threads)
 
 
+def build_model(model_cfg: DictConfig, solver: node.SolverConfig, **dims: Any) -> L.LightningModule:
+    """The model of ``model_cfg`` with the built ``solver`` and the data's ``dims``.
+
+    The solver object is passed after instantiation (a partial), so that Hydra does not turn it
+    into a config node and back into a dict."""
+    make = hydra.utils.instantiate(model_cfg, **dims, _convert_="all", _partial_=True)
+    return make(solver=solver)
+
+
 def _train(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     _single_console_logging()
@@ -149,13 +158,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
 
     log.info(f"Instantiating datamodule <{cfg.datamodule._target_}>")
     datamodule = hydra.utils.instantiate(cfg.datamodule, _convert_="all")
-    log.info(f"Instantiating model <{cfg.model._target_}> with solver {dict(cfg.solver)}")
-    model = hydra.utils.instantiate(
-        cfg.model,
-        solver=OmegaConf.to_container(cfg.solver, resolve=True),
-        **datamodule.model_dims(),
-        _convert_="all",
-    )
+    # the solver group builds a node.SolverConfig, validated once, which the model receives
+    solver = hydra.utils.instantiate(cfg.solver)
+    log.info(f"Instantiating model <{cfg.model._target_}> with solver {solver}")
+    model = build_model(cfg.model, solver, **datamodule.model_dims())
     monitor = SolverFailureMonitor()
     callbacks = [*instantiate_callbacks(cfg.get("callbacks")), monitor]
     loggers = instantiate_loggers(cfg.get("logger"))

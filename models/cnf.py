@@ -50,12 +50,13 @@ from typing import Any
 
 import torch
 
+import node
 from models.base import ODEModule
 from models.cnf_plots import plot_density, plot_flow, plot_samples
 from models.components.cnf_dynamics import TRACE_KINDS, CNFDynamics
 from models.components.cnf_flow import ContinuousFlow
 from models.components.concatsquash import ConcatSquashMLP
-from models.components.ode_solver import ODESolver
+from models.components.ode_solver import ODESolver, solver_config
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class CNFModule(ODEModule):
         kinetic_weight, jacobian_weight: RNODE's :math:`\lambda_K`, :math:`\lambda_J` (0: off).
         reg_error_control: let the regulariser states take part in the solver's error test.
         lr, weight_decay: Adam's settings (FFJORD: 1e-3, 1e-5).
-        solver: the solver config (:class:`~models.components.ODESolver`).
+        solver: the solve's settings, a :class:`node.SolverConfig` (or a mapping of its fields).
     """
 
     def __init__(
@@ -112,9 +113,13 @@ class CNFModule(ODEModule):
         reg_error_control: bool = False,
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
-        solver: Mapping[str, Any] | None = None,
+        solver: node.SolverConfig | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        # the hyperparameters keep the solver as plain values (its fields), so that logs and
+        # checkpoints hold no node class; the model uses the config object itself
+        solver_cfg = solver_config(solver)
+        solver = solver_cfg.to_dict()
         self.save_hyperparameters()
         self.obs_dim = _check_int("obs_dim", obs_dim, 1)
         n_blocks = _check_int("n_blocks", n_blocks, 1)
@@ -138,7 +143,7 @@ class CNFModule(ODEModule):
                 "regularisers without changing the flow; RNODE fixes T (train_end_time=false)"
             )
         self.trace = trace
-        self.solver = ODESolver.from_config(solver)
+        self.solver = ODESolver(solver_cfg)
         blocks = [
             CNFDynamics(
                 ConcatSquashMLP(obs_dim, hidden_dims, activation),

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torchmetrics import MeanSquaredError
 
+import node
 from models.base import ODEModule
 from models.components.encoders import ENCODERS, build_encoder
 from models.components.mlp import ACTIVATIONS, MLP, AutonomousField, LinearPlusMLP
@@ -42,7 +43,7 @@ from models.components.objectives import (
     log_normal,
     variational_bound,
 )
-from models.components.ode_solver import ODESolver
+from models.components.ode_solver import ODESolver, solver_config
 from models.components.schedules import check_scheduler
 from models.latent_ode_plots import plot_latents, plot_prior_samples, plot_reconstructions
 
@@ -162,8 +163,8 @@ class LatentODEModule(ODEModule):
         lr, weight_decay: Adam's settings.
         scheduler, lr_milestones, lr_gamma: the learning-rate schedule (``none``, ``multistep``
             or ``cosine``; see :mod:`models.components.schedules`).
-        solver: the solver config (see :class:`~models.components.ODESolver`); the ODE-RNN
-            encoder uses the same solver.
+        solver: the solve's settings, a :class:`node.SolverConfig` (or a mapping of its
+            fields); the ODE-RNN encoder uses the same solver.
     """
 
     def __init__(
@@ -194,9 +195,13 @@ class LatentODEModule(ODEModule):
         scheduler: str = "none",
         lr_milestones: Sequence[int] = (),
         lr_gamma: float = 0.1,
-        solver: Mapping[str, Any] | None = None,
+        solver: node.SolverConfig | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        # the hyperparameters keep the solver as plain values (its fields), so that logs and
+        # checkpoints hold no node class; the model uses the config object itself
+        solver_cfg = solver_config(solver)
+        solver = solver_cfg.to_dict()
         self.save_hyperparameters()
         _check_int("obs_dim", obs_dim, 1)
         _check_int("latent_dim", latent_dim, 1)
@@ -228,7 +233,7 @@ class LatentODEModule(ODEModule):
         self.objective = objective
         self.latent_dim = latent_dim
 
-        self.solver = ODESolver.from_config(solver)
+        self.solver = ODESolver(solver_cfg)
         self.encoder = build_encoder(encoder, obs_dim, latent_dim, encoder_hidden, self.solver)
         if dynamics_activation not in ACTIVATIONS:
             raise ValueError(

@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import node
 from models.base import ODEModule
 from models.components.ode_block import ODEBlock
-from models.components.ode_solver import ODESolver
+from models.components.ode_solver import ODESolver, solver_config
 from models.components.odenet_layers import ConvODEFunc, MLPODEFunc, conv_head, conv_stem
 from models.components.schedules import check_scheduler
 from models.odenet_plots import find_metrics_csv, plot_nfe, plot_trajectories
@@ -99,7 +100,7 @@ class ODENetModule(ODEModule):
         optimizer: ``"sgd"`` (with ``momentum``) or ``"adam"``; ``lr``, ``weight_decay``.
         scheduler: ``"none"``, ``"multistep"`` (times ``lr_gamma`` at each epoch of
             ``lr_milestones``) or ``"cosine"`` (to 0 over ``trainer.max_epochs``).
-        solver: the solver config (see :class:`~models.components.ODESolver`).
+        solver: the solve's settings, a :class:`node.SolverConfig` (or a mapping of its fields).
     """
 
     def __init__(
@@ -122,9 +123,13 @@ class ODENetModule(ODEModule):
         scheduler: str = "none",
         lr_milestones: Sequence[int] = (),
         lr_gamma: float = 0.1,
-        solver: Mapping[str, Any] | None = None,
+        solver: node.SolverConfig | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        # the hyperparameters keep the solver as plain values (its fields), so that logs and
+        # checkpoints hold no node class; the model uses the config object itself
+        solver_cfg = solver_config(solver)
+        solver = solver_cfg.to_dict()
         self.save_hyperparameters()
         self.input_shape = self._check_shape(input_shape, architecture)
         self.n_classes = _int("n_classes", n_classes, 2)
@@ -136,7 +141,7 @@ class ODENetModule(ODEModule):
         _number("weight_decay", weight_decay, 0.0, strict=False)
         self.metrics_csv: str | None = None
 
-        self.solver = ODESolver.from_config(solver)
+        self.solver = ODESolver(solver_cfg)
         if architecture == "conv":
             width = _int("channels", channels, 1)
             _int("n_downsample", n_downsample, 0)

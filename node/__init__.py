@@ -1,10 +1,12 @@
 """node: torchdiffeq-compatible neural-ODE solvers in pure PyTorch.
 
 ``from node import odeint`` is a drop-in replacement for ``from torchdiffeq import odeint``;
-:func:`solve` additionally returns statistics and a status.
+:func:`solve` additionally returns statistics and a status; :class:`SolverConfig` holds all of
+its settings as one validated value.
 """
 
 from node.api import odeint, odeint_adjoint, odeint_event, solve
+from node.config import SolverConfig
 from node.errors import SolverError, Status, TimeOrderError
 from node.methods import available_methods, get_tableau, register_method
 from node.options import AdaptiveOptions, FixedGridOptions
@@ -16,6 +18,7 @@ __all__ = [
     "ButcherTableau",
     "FixedGridOptions",
     "Solution",
+    "SolverConfig",
     "SolverError",
     "Status",
     "TimeOrderError",

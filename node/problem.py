@@ -18,7 +18,7 @@ from node.options import AdaptiveOptions, FixedGridOptions, parse_options, uses_
 from node.progress import ProgressBar
 from node.runge_kutta import BufferedRKStep, RKCoefficients, coefficients, rk_step
 from node.solution import Integration
-from node.state import FlatVectorField, StateLayout
+from node.state import FlatVectorField, StateLayout, check_not_both_zero
 from node.tableau import ButcherTableau
 from node.tolerance import ErrorScale
 
@@ -140,11 +140,7 @@ def make_problem(func, y0, t, *, method, rtol, atol, options) -> Problem:
     direction = check_times(t)
     rtol_flat = layout.flat_tolerance("rtol", rtol)
     atol_flat = layout.flat_tolerance("atol", atol)
-    both_zero = torch.as_tensor(rtol_flat) == 0
-    both_zero = both_zero & (torch.as_tensor(atol_flat) == 0)
-    if bool(both_zero.any()):
-        raise ValueError("rtol and atol must not both be 0 (for any element): the error test "
-                         f"would divide by zero; got rtol={rtol!r}, atol={atol!r}")
+    check_not_both_zero(rtol_flat, atol_flat, rtol, atol)
     tableau = get_tableau(method)
     fixed = uses_fixed_grid(tableau.adaptive, options)
     opts = parse_options(options, fixed_grid=fixed, method=tableau.name)

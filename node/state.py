@@ -90,23 +90,41 @@ class StateLayout:
                     f"state tensor, got a tensor of shape {tuple(tol.shape)}"
                 )
             return _tolerance_tensor(name, tol, self.shapes[0], self.dtype, self.device).reshape(-1)
-        return _tolerance_number(name, tol)
+        return tolerance_number(name, tol)
 
 
-def _tolerance_number(name: str, tol) -> float:
+# An entry of a per-tensor or per-element tolerance may be ``inf`` (in rtol or atol): that part of
+# the state is left out of the error test (see node.tolerance.ErrorScale). This is the spelling of
+# "no error control" for, e.g., a CNF's log-density channel, instead of a huge finite sentinel. A
+# single number for the whole state must be finite: inf there would switch error control off
+# altogether, which a fixed-grid method says plainly.
+def tolerance_number(name: str, tol, *, allow_inf: bool = False) -> float:
+    """A scalar tolerance, validated: a number >= 0, finite unless ``allow_inf``."""
     if isinstance(tol, torch.Tensor):
         tol = tol.item()
     if isinstance(tol, bool) or not isinstance(tol, int | float):
         raise TypeError(f"{name} must be a number or tensor, got {type(tol).__name__}")
-    if not tol >= 0 or math.isinf(tol):
-        raise ValueError(f"{name} must be finite and >= 0, got {tol!r}")
+    if not tol >= 0 or (math.isinf(tol) and not allow_inf):
+        what = ">= 0" if allow_inf else ("finite and >= 0 (inf is allowed only per tensor of a "
+                                         "tuple state or per element)")
+        raise ValueError(f"{name} must be {what}, got {tol!r}")
     return float(tol)
+
+
+def check_not_both_zero(rtol_flat, atol_flat, rtol, atol) -> None:
+    """Reject tolerances that are both 0 for some element (``rtol``/``atol``: as given, for the
+    message)."""
+    both_zero = torch.as_tensor(rtol_flat) == 0
+    both_zero = both_zero & (torch.as_tensor(atol_flat) == 0)
+    if bool(both_zero.any()):
+        raise ValueError("rtol and atol must not both be 0 (for any element): the error test "
+                         f"would divide by zero; got rtol={rtol!r}, atol={atol!r}")
 
 
 def _tolerance_tensor(name, tol, shape, dtype, device) -> torch.Tensor:
     tol = torch.as_tensor(tol, dtype=dtype, device=device)
-    if not bool(torch.all(tol >= 0)) or not bool(torch.all(torch.isfinite(tol))):
-        raise ValueError(f"{name} must be finite and >= 0 everywhere, got {tol}")
+    if not bool(torch.all(tol >= 0)):
+        raise ValueError(f"{name} must be >= 0 everywhere (inf: no error control), got {tol}")
     try:
         return torch.broadcast_to(tol, shape)
     except RuntimeError:

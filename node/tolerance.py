@@ -4,7 +4,13 @@ A step is accepted when
 
     ratio = || err / (atol + rtol * max(|y0|, |y1|)) ||  <=  1,
 
-with ``err = h * sum_i e_i k_i`` the difference of the embedded pair (torchdiffeq's test). The
+with ``err = h * sum_i e_i k_i`` the difference of the embedded pair (torchdiffeq's test).
+
+An element whose ``rtol`` or ``atol`` is ``inf`` is left out of the test: its scale is made
+``inf`` (``rtol`` 0, ``atol`` inf), so its scaled error is 0 for any finite error (and NaN for a
+non-finite one, which still fails the step). For a tuple state, whose norm is the largest of the
+tensors' RMS norms, an excluded tensor drops out entirely; excluded elements inside one tensor
+count as zero error in that tensor's RMS. The
 ratio is computed without autograd: step sizes are not differentiated (the gradient is that of the
 discretised solution for the steps that were taken, as in diffrax).
 """
@@ -17,6 +23,21 @@ from collections.abc import Callable
 import torch
 
 from node.norms import FlatNorm, rms_norm
+
+
+def _exclude_infinite(rtol, atol):
+    """Tolerances with every element that has an infinite ``rtol`` or ``atol`` rewritten to
+    ``rtol = 0, atol = inf`` (module docstring): ``inf * 0`` would otherwise make the scale NaN
+    where the state is 0."""
+    if not (isinstance(rtol, torch.Tensor) or isinstance(atol, torch.Tensor)):
+        return (0.0, math.inf) if math.isinf(rtol) or math.isinf(atol) else (rtol, atol)
+    like = rtol if isinstance(rtol, torch.Tensor) else atol
+    r = torch.as_tensor(rtol, dtype=like.dtype, device=like.device)
+    a = torch.as_tensor(atol, dtype=like.dtype, device=like.device)
+    excluded = torch.isinf(r) | torch.isinf(a)
+    if not bool(excluded.any()):
+        return rtol, atol
+    return torch.where(excluded, 0.0, r), torch.where(excluded, math.inf, a)
 
 
 class ErrorScale:
@@ -34,6 +55,7 @@ class ErrorScale:
     def __init__(self, rtol, atol, norm: FlatNorm, homogeneous: bool,
                  magnitude: Callable[[torch.Tensor], torch.Tensor] = torch.abs) -> None:
         self.magnitude = magnitude
+        rtol, atol = _exclude_infinite(rtol, atol)
         self.rtol = rtol
         self.atol = atol
         self.norm = norm

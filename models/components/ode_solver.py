@@ -1,29 +1,20 @@
-"""The configurable ODE solver every model takes from the ``solver`` config group.
+"""The model's ODE solver: a :class:`node.SolverConfig` (built from the ``solver`` config group)
+plus counters of its work.
 
-:class:`ODESolver` turns one solver config (method, tolerances, step options, gradient mode) into
-a call of the ``node`` package:
+Every solve is ``config.solve(...)``; the gradient mode (``direct``, ``checkpoint``, ``adjoint``)
+and all other settings are the config's, documented in :class:`node.SolverConfig`. Two rules of
+the app on top:
 
-=============== ===========================================================================
-``gradient``    call
-=============== ===========================================================================
-``direct``      ``node.odeint``: backpropagation through the solver's operations.
-``adjoint``     ``node.solve(..., gradient="adjoint")`` (what ``node.odeint_adjoint`` runs, plus
-                step statistics): the adjoint ODE solved backwards in time (memory independent
-                of the number of steps), with its own tolerances and, optionally, the seminorm
-                of Kidger et al. (2021) for the adjoint's error control.
-``checkpoint``  ``node.solve(..., gradient="checkpoint")``: the forward solve keeps no graph,
-                only each accepted step's state; the backward pass replays the steps with
-                autograd (the exact gradient of the computed solution, like ``direct``).
-=============== ===========================================================================
+* outside autograd (``torch.no_grad()``, validation, prediction) every mode solves with
+  ``gradient="direct"``, which computes the same forward solution without gradient bookkeeping;
+* the adjoint differentiates the parameters of ``func`` (``adjoint_params``).
 
-Outside autograd (``torch.no_grad()``, validation, prediction) every mode solves with
-``node.odeint``, which computes the same forward solution without gradient bookkeeping.
+Function evaluations and steps are read from each solution's statistics
+(:mod:`models.components.counting`), forward and, after ``backward()``, backward.
 """
 
 from __future__ import annotations
 
-import inspect
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,138 +22,56 @@ import torch
 from torch import nn
 
 import node
-from models.components.counting import (
-    CountedField,
-    EvaluationCounter,
-    EvaluationCounts,
-    FixedGridCountedField,
-)
+from models.components.counting import EvaluationCounter, EvaluationCounts
 
 GRADIENT_MODES = ("direct", "adjoint", "checkpoint")
 
 
-def _positive_float(name: str, value, *, optional: bool = False) -> float | None:
-    if value is None and optional:
-        return None
-    ok = not isinstance(value, bool) and isinstance(value, int | float)
-    if not ok or not (value > 0 and math.isfinite(value)):
-        expected = "a finite number > 0" + (" or null" if optional else "")
-        raise ValueError(f"solver.{name} must be {expected}, got {value!r}")
-    return float(value)
-
-
-def _positive_int(name: str, value) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"solver.{name} must be an integer >= 1 or null, got {value!r}")
-    return value
+def solver_config(solver: node.SolverConfig | Mapping[str, Any] | None) -> node.SolverConfig:
+    """The config itself, or one built from a mapping of its fields (a checkpoint's
+    hyperparameters, a test's dict); ``None``: node's defaults."""
+    if isinstance(solver, node.SolverConfig):
+        return solver
+    if solver is None:
+        return node.SolverConfig()
+    if not isinstance(solver, Mapping):
+        raise TypeError(f"solver must be a node.SolverConfig or a mapping of its fields, got "
+                        f"{type(solver).__name__}")
+    fields = {k: v for k, v in solver.items() if k not in ("_target_", "_convert_")}
+    return node.SolverConfig(**fields)
 
 
 class ODESolver(nn.Module):
-    """Solve ``dy/dt = func(t, y)`` the way the solver config says, counting evaluations.
+    """Solve ``dy/dt = func(t, y)`` as ``config`` says, counting evaluations.
 
     Args:
-        method: a method name known to ``node`` (``node.available_methods()``).
-        rtol, atol: tolerances of adaptive solves (unused on a fixed grid).
-        step_size: grid spacing of a fixed-grid solve. Fixed-step methods (euler, midpoint,
-            rk4, ...) use it; given to an adaptive method it runs that method on a fixed grid.
-            ``None`` for a fixed-step method steps from one output time to the next.
-        max_num_steps: step budget of each solve, so that a diverging model fails with
-            ``node.SolverError`` instead of hanging. ``None`` means no limit.
-        gradient: ``"direct"``, ``"adjoint"`` or ``"checkpoint"`` (module docstring).
-        adjoint_rtol, adjoint_atol: tolerances of the adjoint solve (``None``: the forward ones).
-        seminorm: measure the adjoint's local error without the parameter-gradient channels
-            (adaptive adjoint solves only).
-        progress: ``node``'s progress bar for every solve (``true``, or a number of seconds:
-            only solves still running after that long show it); for diagnosing slow solves.
-        options: further ``node`` options (e.g. ``first_step``, ``max_step``) passed through.
+        config: a :class:`node.SolverConfig`, or a mapping of its fields.
+        **fields: instead of ``config``, its fields (``ODESolver(method="rk4", step_size=0.1)``).
 
     The counter :attr:`counter` accumulates function evaluations and steps of every solve made
     through this object, forward and backward (see :mod:`models.components.counting`).
     """
 
-    def __init__(
-        self,
-        method: str = "dopri5",
-        rtol: float = 1e-3,
-        atol: float = 1e-4,
-        step_size: float | None = None,
-        max_num_steps: int | None = 10_000,
-        gradient: str = "direct",
-        adjoint_rtol: float | None = None,
-        adjoint_atol: float | None = None,
-        seminorm: bool = False,
-        progress: bool | float = False,
-        options: Mapping[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, config: node.SolverConfig | Mapping[str, Any] | None = None,
+                 **fields: Any) -> None:
         super().__init__()
-        methods = node.available_methods()
-        if method not in methods:
-            raise ValueError(f"solver.method must be one of {methods}, got {method!r}")
-        self.method = method
-        self.rtol = _positive_float("rtol", rtol)
-        self.atol = _positive_float("atol", atol)
-        self.step_size = _positive_float("step_size", step_size, optional=True)
-        self.max_num_steps = _positive_int("max_num_steps", max_num_steps)
-        if gradient not in GRADIENT_MODES:
-            raise ValueError(
-                f"solver.gradient must be one of {list(GRADIENT_MODES)}, got {gradient!r}"
-            )
-        self.gradient = gradient
-        self.adjoint_rtol = _positive_float("adjoint_rtol", adjoint_rtol, optional=True)
-        self.adjoint_atol = _positive_float("adjoint_atol", adjoint_atol, optional=True)
-        if not isinstance(seminorm, bool):
-            raise ValueError(f"solver.seminorm must be true or false, got {seminorm!r}")
-        self.fixed_grid = not node.get_tableau(method).adaptive or self.step_size is not None
-        if seminorm and self.fixed_grid:
-            raise ValueError(
-                "solver.seminorm=true needs an adaptive solve (an adaptive method with "
-                f"step_size=null); got method={method!r}, step_size={self.step_size!r}"
-            )
-        self.seminorm = seminorm
-        ok = isinstance(progress, bool) or (isinstance(progress, int | float) and progress > 0
-                                            and math.isfinite(progress))
-        if not ok:
-            raise ValueError("solver.progress must be true, false or a number of seconds > 0, "
-                             f"got {progress!r}")
-        self.progress = progress
-        if options is not None and not isinstance(options, Mapping):
-            raise ValueError(f"solver.options must be a mapping or null, got {options!r}")
-        self.extra_options = dict(options or {})
-        self._check_gradient_available()
+        if fields and config is not None:
+            raise TypeError("give ODESolver a config or its fields, not both")
+        self.config = solver_config(config if config is not None else fields)
         self.counter = EvaluationCounter()
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any] | None) -> ODESolver:
-        """Build from a solver config dict, naming any key the solver does not know."""
-        config = dict(config or {})
-        valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-        unknown = sorted(set(config) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown solver config key(s) {unknown}; valid keys are {valid}")
-        return cls(**config)
+    def from_config(cls, config: node.SolverConfig | Mapping[str, Any] | None) -> ODESolver:
+        return cls(config)
 
-    def _check_gradient_available(self) -> None:
-        if self.gradient != "direct" and "gradient" not in inspect.signature(node.solve).parameters:
-            raise NotImplementedError(
-                f"solver.gradient={self.gradient!r} needs node.solve(..., gradient=...), which "
-                "this version of the node package does not provide"
-            )
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """The ``options`` dict passed to ``node``."""
-        opts: dict[str, Any] = dict(self.extra_options)
-        if self.step_size is not None:
-            opts["step_size"] = self.step_size
-            if node.get_tableau(self.method).adaptive:
-                opts["adaptive"] = False  # node (like torchdiffeq) ignores step_size otherwise
-        if self.max_num_steps is not None:
-            opts["max_num_steps"] = self.max_num_steps
-        if self.progress:
-            opts["progress"] = self.progress
-        return opts
+    # the settings the models read (e.g. the CNF's per-tensor tolerances)
+    method = property(lambda self: self.config.method)
+    rtol = property(lambda self: self.config.rtol)
+    atol = property(lambda self: self.config.atol)
+    step_size = property(lambda self: self.config.step_size)
+    gradient = property(lambda self: self.config.gradient)
+    fixed_grid = property(lambda self: self.config.fixed_grid)
+    options = property(lambda self: self.config.solve_options or {})
 
     def counts(self) -> EvaluationCounts:
         return self.counter.snapshot()
@@ -174,41 +83,37 @@ class ODESolver(nn.Module):
         tuple state ``y0``).
 
         ``rtol``, ``atol``: tolerances of this forward solve instead of the configured ones, in
-        any form ``node`` accepts (e.g. a tuple with one entry per tensor of a tuple state; a
-        huge entry leaves that tensor out of the error test). The adjoint solve keeps
+        any form ``node`` accepts (e.g. a tuple with one entry per tensor of a tuple state;
+        ``inf`` leaves that tensor out of the error test). The adjoint solve keeps
         ``adjoint_rtol``/``adjoint_atol``, or if those are null the configured ``rtol``/``atol``.
         """
-        counted = (FixedGridCountedField if self.fixed_grid else CountedField)(func, self.counter)
-        rtol = self.rtol if rtol is None else rtol
-        atol = self.atol if atol is None else atol
-        common = dict(rtol=rtol, atol=atol, method=self.method, options=self.options)
-        if self.gradient == "direct" or not torch.is_grad_enabled():
-            return node.odeint(counted, y0, t, **common)
-        if self.gradient == "adjoint":
-            adjoint_options = dict(self.options)
-            if self.seminorm:
-                adjoint_options["norm"] = "seminorm"
-            solution = node.solve(
-                counted,
-                y0,
-                t,
-                **common,
-                gradient="adjoint",
-                adjoint_rtol=self.rtol if self.adjoint_rtol is None else self.adjoint_rtol,
-                adjoint_atol=self.atol if self.adjoint_atol is None else self.adjoint_atol,
-                adjoint_options=adjoint_options,
-                adjoint_params=tuple(func.parameters()),
-            )
-            self.counter.track_backward(solution.stats)
-            return solution.ys
-        return node.solve(counted, y0, t, **common, gradient="checkpoint").ys
+        config = self.config
+        overrides: dict[str, Any] = {}
+        if rtol is not None:
+            overrides["rtol"] = rtol
+        if atol is not None:
+            overrides["atol"] = atol
+        backward = config.gradient != "direct" and torch.is_grad_enabled()
+        if config.gradient != "direct" and not backward:
+            overrides["gradient"] = "direct"
+        elif config.gradient == "adjoint":
+            if isinstance(func, nn.Module):
+                overrides["adjoint_params"] = tuple(func.parameters())
+            if rtol is not None and config.adjoint_rtol is None:
+                overrides["adjoint_rtol"] = config.rtol
+            if atol is not None and config.adjoint_atol is None:
+                overrides["adjoint_atol"] = config.atol
+        solution = config.solve(func, y0, t, **overrides)
+        self.counter.track(solution.stats, backward=backward)
+        return solution.ys
 
     def extra_repr(self) -> str:
-        parts = [f"method={self.method!r}", f"gradient={self.gradient!r}"]
-        if self.fixed_grid:
-            parts.append(f"step_size={self.step_size}")
+        config = self.config
+        parts = [f"method={config.tableau.name!r}", f"gradient={config.gradient!r}"]
+        if config.fixed_grid:
+            parts.append(f"step_size={config.step_size}")
         else:
-            parts += [f"rtol={self.rtol:g}", f"atol={self.atol:g}"]
-        if self.gradient == "adjoint" and self.seminorm:
+            parts += [f"rtol={config.rtol}", f"atol={config.atol}"]
+        if config.seminorm:
             parts.append("seminorm=True")
         return ", ".join(parts)

@@ -9,10 +9,15 @@ from pathlib import Path
 
 import hydra
 import pytest
-from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.errors import (
+    ConfigCompositionException,
+    InstantiationException,
+    MissingConfigException,
+)
 from omegaconf import OmegaConf
 
 import node
+from framework.run import build_model
 from models.components import ODESolver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,13 +72,30 @@ def test_every_group_option_composes(override, compose_cfg, tmp_path):
 @pytest.mark.parametrize("solver", options("solver"))
 def test_every_solver_config_builds_a_solver(solver, compose_cfg):
     cfg = compose_cfg([f"solver={solver}"])
-    built = ODESolver.from_config(dict(cfg.solver))
-    assert built.method == cfg.solver.method == solver
+    built = hydra.utils.instantiate(cfg.solver)
+    assert isinstance(built, node.SolverConfig)
+    method = "dopri5" if solver == "_base" else solver  # the base config is dopri5's
+    assert built.method == method
     # fixed-step methods come with a step size; adaptive ones with a step budget instead
-    adaptive = node.get_tableau(solver).adaptive
-    assert (cfg.solver.step_size is None) == adaptive
+    adaptive = node.get_tableau(method).adaptive
+    assert (built.step_size is None) == adaptive
     assert built.fixed_grid != adaptive
     assert built.max_num_steps is not None
+    assert ODESolver(built).config is built
+
+
+def test_solver_presets_set_only_what_differs_from_the_base():
+    base = OmegaConf.load(CONFIGS / "solver" / "_base.yaml")
+    for name in options("solver"):
+        if name == "_base":
+            continue
+        preset = OmegaConf.load(CONFIGS / "solver" / f"{name}.yaml")
+        assert list(preset.defaults) == ["_base", "_self_"], name
+        own = set(preset) - {"defaults"}
+        assert own <= set(base) and own <= {"method", "step_size", "max_num_steps"}, name
+    # the base lists every field of node.SolverConfig
+    fields = set(inspect.signature(node.SolverConfig).parameters)
+    assert set(base) - {"_target_", "_convert_"} == fields
 
 
 @pytest.mark.parametrize("model", options("model"))
@@ -92,9 +114,7 @@ def test_models_take_their_solver_from_the_solver_group(model, datamodule, compo
     dims = {"obs_dim": 2}
     if "input_shape" in inspect.signature(hydra.utils.get_class(cfg.model._target_)).parameters:
         dims = {"input_shape": [1, 8, 8], "n_classes": 10}
-    built = hydra.utils.instantiate(
-        cfg.model, solver=OmegaConf.to_container(cfg.solver), **dims, _convert_="all"
-    )
+    built = build_model(cfg.model, hydra.utils.instantiate(cfg.solver), **dims)
     solvers = built.ode_solvers()
     assert solvers and all(s.method == "rk4" and s.step_size == 0.05 for s in solvers)
     assert all(s.gradient == "adjoint" for s in solvers)
@@ -135,8 +155,11 @@ def test_unknown_key_override_is_rejected(compose_cfg):
 
 def test_bad_solver_value_names_the_setting(compose_cfg):
     cfg = compose_cfg(["solver.gradient=backprop"])
-    with pytest.raises(ValueError, match="solver.gradient must be one of .* got 'backprop'"):
-        ODESolver.from_config(dict(cfg.solver))
+    with pytest.raises(InstantiationException) as info:
+        hydra.utils.instantiate(cfg.solver)
+    message = str(info.value)
+    assert "gradient must be one of" in message and "got 'backprop'" in message
+    assert "full_key: solver" in message
 
 
 def test_command_line_reports_unknown_solver():
