@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -231,3 +232,18 @@ class Level(torch.nn.Module):
 
     def forward(self, t, y):
         return y[..., 0] - self.c
+
+
+class Decay(torch.nn.Module):
+    """``dy/dt = -y`` as a module (callbacks and adjoint parameters can hang on it)."""
+
+    def forward(self, t, y):
+        return -y
+
+
+def progress_fields(err: str) -> str:
+    """The last drawing of a node progress bar in captured stderr (tqdm redraws with carriage
+    returns)."""
+    drawn = [s for s in re.split(r"[\r\n]", err) if "nfe=" in s]
+    assert drawn, f"no progress bar with fields on stderr: {err!r}"
+    return drawn[-1]

@@ -4,34 +4,22 @@ solver's tests (tests/node/), which do not import the training app."""
 
 from __future__ import annotations
 
-import re
 import warnings
 
 import pytest
 import torch
 
 from models.components.ode_solver import ODESolver
-
-
-class Field(torch.nn.Module):
-    def forward(self, t, y):
-        return -y
-
-
-def _fields(err: str) -> str:
-    """The last drawing of the bar (tqdm redraws with carriage returns)."""
-    drawn = [s for s in re.split(r"[\r\n]", err) if "nfe=" in s]
-    assert drawn, f"no progress bar with fields on stderr: {err!r}"
-    return drawn[-1]
+from tests.problems import Decay, progress_fields
 
 
 def test_solver_config_turns_progress_on(capsys):
     y0 = torch.ones(3, 2)
-    ODESolver.from_config(dict(method="dopri5"))(Field(), y0, torch.tensor([0.0, 1.0]))
+    ODESolver.from_config(dict(method="dopri5"))(Decay(), y0, torch.tensor([0.0, 1.0]))
     assert capsys.readouterr().err == ""
     solver = ODESolver.from_config(dict(method="dopri5", progress=True))
-    solver(Field(), y0, torch.tensor([0.0, 1.0]))
-    assert "node dopri5" in _fields(capsys.readouterr().err)
+    solver(Decay(), y0, torch.tensor([0.0, 1.0]))
+    assert "node dopri5" in progress_fields(capsys.readouterr().err)
     with pytest.raises(TypeError, match="progress must be True, False or a number"):
         ODESolver(progress="yes")
 
@@ -42,7 +30,7 @@ def test_solver_on_a_fixed_grid_does_not_warn_of_its_own_callbacks(gradient):
     y0 = torch.ones(3, 2, requires_grad=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        solver(Field(), y0, torch.tensor([0.0, 1.0]))[-1].sum().backward()
+        solver(Decay(), y0, torch.tensor([0.0, 1.0]))[-1].sum().backward()
     assert solver.counts().steps > 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import re
 import sys
 import warnings
 
@@ -13,6 +12,7 @@ import torch
 import node
 from node.fixed_grid import make_grid
 from node.options import FixedGridOptions
+from tests.problems import Decay, progress_fields
 
 F64 = torch.float64
 T01 = torch.tensor([0.0, 1.0], dtype=F64)
@@ -22,16 +22,6 @@ def decay(t, y):
     return -y
 
 
-class Field(torch.nn.Module):
-    def forward(self, t, y):
-        return -y
-
-
-def _fields(err: str) -> str:
-    """The last drawing of the bar (tqdm redraws with carriage returns)."""
-    drawn = [s for s in re.split(r"[\r\n]", err) if "nfe=" in s]
-    assert drawn, f"no progress bar with fields on stderr: {err!r}"
-    return drawn[-1]
 
 
 # --- progress ---------------------------------------------------------------------------------
@@ -47,7 +37,7 @@ def test_progress_bar_on_stderr(capsys, method, options):
                 options=dict(options, progress=True))
     out, err = capsys.readouterr()
     assert out == ""
-    line = _fields(err)
+    line = progress_fields(err)
     assert "100%" in line and f"node {method}" in line
     assert "t=1," in line
     for field in ("dt=", "nfe=", "steps="):
@@ -59,7 +49,7 @@ def test_progress_bar_on_stderr(capsys, method, options):
 def test_progress_of_solve_reports_the_solve_stats(capsys):
     sol = node.solve(decay, torch.ones(2, dtype=F64), torch.tensor([0.0, -2.0], dtype=F64),
                      rtol=1e-6, atol=1e-8, progress=True)
-    line = _fields(capsys.readouterr().err)
+    line = progress_fields(capsys.readouterr().err)
     st = sol.stats
     assert f"nfe={st['nfe']}" in line and f"steps={st['n_steps']}" in line
     assert f"rejected={st['n_rejected']}" in line
@@ -81,10 +71,10 @@ def test_progress_delay_hides_short_solves(capsys):
 
 def test_progress_of_adjoint_backward_solve(capsys):
     y0 = torch.ones(2, dtype=F64, requires_grad=True)
-    ys = node.odeint_adjoint(Field(), y0, T01, options=dict(progress=True))
-    assert "node dopri5" in _fields(capsys.readouterr().err)
+    ys = node.odeint_adjoint(Decay(), y0, T01, options=dict(progress=True))
+    assert "node dopri5" in progress_fields(capsys.readouterr().err)
     ys[-1].sum().backward()
-    assert "(backward)" in _fields(capsys.readouterr().err)
+    assert "(backward)" in progress_fields(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("bad, error", [("yes", TypeError), (-1.0, ValueError), (0, ValueError)])
@@ -113,17 +103,17 @@ def _noop(t0, y0, dt):
 @pytest.mark.parametrize("method, options",
                          [("rk4", None), ("dopri5", dict(adaptive=False, step_size=0.1))])
 def test_fixed_grid_warns_of_callbacks_it_never_calls(name, method, options):
-    f = Field()
+    f = Decay()
     setattr(f, name, _noop)
     with pytest.warns(UserWarning, match=rf"{name}.*{method}"):
         node.odeint(f, torch.ones(2, dtype=F64), T01, method=method, options=options)
 
 
 def test_callbacks_that_are_called_do_not_warn():
-    f = Field()
+    f = Decay()
     for name in ("callback_step", "callback_accept_step", "callback_reject_step"):
         setattr(f, name, _noop)
-    g = Field()
+    g = Decay()
     g.callback_step = _noop
     g.callback_accept_step_adjoint = _noop  # never used without the adjoint: no warning
     with warnings.catch_warnings():
@@ -133,7 +123,7 @@ def test_callbacks_that_are_called_do_not_warn():
 
 
 def test_adjoint_fixed_grid_warns_of_adjoint_callbacks_it_never_calls():
-    f = Field()
+    f = Decay()
     f.callback_reject_step_adjoint = _noop
     y0 = torch.ones(2, dtype=F64, requires_grad=True)
     with pytest.warns(UserWarning, match=r"callback_reject_step_adjoint.*euler"):
