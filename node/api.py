@@ -27,6 +27,8 @@ from node.gradient_modes import Gradient, check_modes, solve_problem
 from node.options import progress_option
 from node.outcome import OnFailure
 from node.problem import make_problem
+from node.scipy_solver import METHOD as SCIPY_METHOD
+from node.scipy_solver import no_gradient_message, solve_scipy
 from node.solution import Solution
 from node.tableau import ButcherTableau
 
@@ -61,7 +63,10 @@ def solve(
             real; the error test measures complex entries by magnitude, as torchdiffeq does;
             see :mod:`node.complex_state`).
         t: 1-D strictly increasing or decreasing output times; ``t[0]`` is the initial time.
-        method: a registered method name (see :func:`node.available_methods`) or a tableau.
+        method: a registered method name (see :func:`node.available_methods`), a tableau, or
+            ``"scipy_solver"`` (SciPy's ``solve_ivp``, ``options=dict(solver="RK45" | "RK23" |
+            "DOP853" | "Radau" | "BDF" | "LSODA")``; CPU float64, no gradients, no events; see
+            :mod:`node.scipy_solver`).
         rtol, atol: tolerances: numbers, per-element tensors, or tuples for tuple states.
         options: method options (see :class:`node.AdaptiveOptions`, :class:`node.FixedGridOptions`).
         gradient: how ``backward()`` differentiates the solve:
@@ -101,6 +106,10 @@ def solve(
         solution.ys = view.complex(solution.ys)
         return solution
     check_modes(gradient, on_failure)
+    if method == SCIPY_METHOD:
+        return _solve_scipy(func, y0, t, rtol, atol, options, gradient, on_failure, progress,
+                            (adjoint_params, adjoint_rtol, adjoint_atol, adjoint_method,
+                             adjoint_options))
     problem = make_problem(func, y0, t, method=method, rtol=rtol, atol=atol, options=options)
     if progress is not None:
         problem.options = replace(problem.options, progress=progress_option(progress))
@@ -115,6 +124,17 @@ def solve(
         adjoint_options=adjoint_options,
         options_given=options is not None,
     )
+
+
+def _solve_scipy(func, y0, t, rtol, atol, options, gradient, on_failure, progress, adjoint):
+    """``solve`` with ``method="scipy_solver"``: no gradient modes, no progress bar."""
+    if gradient != "direct":
+        raise ValueError(no_gradient_message(f"run with gradient={gradient!r}"))
+    if any(a is not None for a in adjoint):
+        raise ValueError(no_gradient_message("take adjoint_* arguments"))
+    if progress:
+        raise ValueError(f"progress is not supported by method={SCIPY_METHOD!r}")
+    return solve_scipy(func, y0, t, rtol=rtol, atol=atol, options=options, on_failure=on_failure)
 
 
 def odeint(

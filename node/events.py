@@ -28,6 +28,7 @@ from node.event_location import EventLocator
 from node.gradient_modes import solve_problem
 from node.inputs import check_func
 from node.problem import Problem, make_problem
+from node.scipy_solver import check_no_events
 
 _EVENT_STEP_BUDGET = 100_000  # default max_num_steps: a solve whose event never comes must end
 
@@ -53,6 +54,7 @@ def solve_until_event(
     A complex state is solved as its real view (:mod:`node.complex_state`).
     """
     check_func(event_fn)
+    check_no_events(method)
     view = ComplexView.of(y0)
     if view is None:
         return _solve_real(func, y0, t, event_fn, rtol, atol, method, options, gradient,

@@ -1,5 +1,6 @@
 """The layering of ``node/``: its modules import each other without a cycle, and it depends on
-torch alone (numpy and the standard library allowed; tqdm only lazily, for the progress bar).
+torch alone (numpy and the standard library allowed; tqdm only lazily, for the progress bar, and
+scipy only lazily, for ``method="scipy_solver"``).
 
 Every ``import`` counts, also those inside functions: a function-level import that dodges an
 import-time cycle is still a cycle in the design. The graph is read from the source with ``ast``,
@@ -15,8 +16,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "node"
 ALLOWED_EXTERNAL = {"torch", "numpy"}
-LAZY_ONLY = {"tqdm": "node.progress"}  # imported only inside a function of that module
-HEAVY = ("lightning", "hydra", "omegaconf", "matplotlib", "torchdiffeq")
+# imported only inside a function of that module
+LAZY_ONLY = {"tqdm": "node.progress", "scipy": "node.scipy_solver"}
+HEAVY = ("lightning", "hydra", "omegaconf", "matplotlib", "torchdiffeq", "scipy")
 
 
 def _module_name(path: Path) -> str:
