@@ -19,7 +19,10 @@ Every failure is classified:
     from the checkout's ``tests/problems.py`` minus :func:`node.available_methods`);
 (b) ``private-grad-fn``: the test reads torchdiffeq's private autograd node
     (``ys.grad_fn.adjoint_options``);
-(c) ``other``: everything else -- these are the compatibility bugs; all of them must pass.
+(c) ``other``: everything else -- these are the compatibility bugs; all of them must pass;
+(u) ``upstream``: a (c) failure that the checkout's own torchdiffeq fails in the same way on this
+    machine (the modules with (c) failures are run a second time against the real package to
+    find these; e.g. TestMinMaxStep's LSODA check, which SciPy >= 1.15 no longer honours).
 
 With ``--examples`` the example scripts (ode_demo, latent_ode, cnf, bouncing_ball, learn_physics;
 not odenet_mnist, which downloads MNIST) also run unchanged, shortened through their own
@@ -71,6 +74,8 @@ EXAMPLES = [
 
 PASS, FAIL, ERROR, SKIP = "pass", "fail", "error", "skip"
 CAT_A, CAT_B, CAT_C = "(a) missing-method", "(b) private-grad-fn", "(c) other"
+CAT_U = "(u) upstream"
+REFERENCE_FLAG = "TORCHDIFFEQ_SUITE_REFERENCE"  # the worker runs the checkout's own torchdiffeq
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,7 +134,18 @@ class _RecordingResult(unittest.TestResult):
 
 def _worker(tests_dir: str, module: str, out_path: str) -> None:
     sys.path.insert(0, tests_dir)
-    import torchdiffeq  # noqa: F401  (the shim; checked below)
+    import torchdiffeq  # noqa: F401  (the shim, or the checkout's package; checked below)
+
+    if os.environ.get(REFERENCE_FLAG):
+        real = Path(torchdiffeq.__file__).resolve()
+        if Path(tests_dir).resolve().parent not in real.parents:
+            raise SystemExit(f"torchdiffeq resolved to {real}, not the checkout's package")
+        with open(out_path, "w") as out:
+            out.write(json.dumps({"missing": [], "torchdiffeq": str(real)}) + "\n")
+            out.flush()
+            suite = unittest.defaultTestLoader.loadTestsFromName(module)
+            suite.run(_RecordingResult(out, tests_dir))
+        return
 
     import node
 
@@ -154,20 +170,33 @@ def _worker(tests_dir: str, module: str, out_path: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def classify(rec: dict, missing: list[str]) -> str:
-    """Sort a failed record into (a) missing method, (b) private grad_fn access, (c) other."""
+def classify(rec: dict, missing: list[str], upstream: frozenset = frozenset()) -> str:
+    """Sort a failed record into (a) missing method, (b) private grad_fn access, (u) failing
+    with the real torchdiffeq too (``upstream``: keys of such records), (c) other."""
     params = rec.get("params") or {}
     message = rec.get("message", "")
     if params.get("method") in missing or any(f"'{m}'" in message for m in missing):
         return CAT_A
     if "grad_fn" in rec.get("test_line", ""):
         return CAT_B
+    if record_key(rec) in upstream:
+        return CAT_U
     return CAT_C
 
 
-def _env(shim_dir: Path) -> dict[str, str]:
+def record_key(rec: dict) -> tuple:
+    """A test outcome's identity across runs: the test and its subtest parameters."""
+    return rec["test"], tuple(sorted((rec.get("params") or {}).items()))
+
+
+def _env(shim_dir: Path, reference: Path | None = None) -> dict[str, str]:
+    """The worker's environment: the shim first on the path, or (``reference``, a checkout) the
+    checkout's own torchdiffeq."""
     env = dict(os.environ)
-    paths = [str(shim_dir), str(REPO_ROOT)]
+    env.pop(REFERENCE_FLAG, None)
+    if reference is not None:
+        env[REFERENCE_FLAG] = "1"
+    paths = [str(reference)] if reference is not None else [str(shim_dir), str(REPO_ROOT)]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
@@ -176,16 +205,18 @@ def _env(shim_dir: Path) -> dict[str, str]:
     return env
 
 
-def run_module(module: str, tests_dir: Path, shim_dir: Path, work: Path, timeout: float):
-    """Run one test module in a subprocess; return (header, records, crash message or None)."""
-    out_path = work / f"{module}.jsonl"
+def run_module(module: str, tests_dir: Path, shim_dir: Path, work: Path, timeout: float,
+               reference: Path | None = None):
+    """Run one test module in a subprocess (against node, or with ``reference`` against that
+    checkout's own torchdiffeq); return (header, records, crash message or None)."""
+    out_path = work / f"{module}{'.reference' if reference else ''}.jsonl"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", str(tests_dir), module,
            str(out_path)]
     crash = None
     start = time.monotonic()
     try:
-        proc = subprocess.run(cmd, cwd=tests_dir, env=_env(shim_dir), capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run(cmd, cwd=tests_dir, env=_env(shim_dir, reference),
+                              capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             crash = f"worker exited {proc.returncode}: {proc.stderr.strip()[-2000:]}"
     except subprocess.TimeoutExpired:
@@ -195,7 +226,8 @@ def run_module(module: str, tests_dir: Path, shim_dir: Path, work: Path, timeout
         lines = [json.loads(s) for s in out_path.read_text().splitlines() if s.strip()]
         if lines:
             header, records = lines[0], lines[1:]
-    print(f"  {module}: {len(records)} outcomes in {time.monotonic() - start:.0f}s"
+    label = f"{module} (torchdiffeq itself)" if reference else module
+    print(f"  {label}: {len(records)} outcomes in {time.monotonic() - start:.0f}s"
           + (f"  [{crash.splitlines()[0]}]" if crash else ""), flush=True)
     return header, records, crash
 
@@ -232,22 +264,22 @@ def _print_groups(recs) -> None:
             print(f"        at {_short(first['test_line'])}")
 
 
-def report_tests(all_records, missing, verbose: bool) -> int:
+def report_tests(all_records, missing, verbose: bool, upstream: frozenset = frozenset()) -> int:
     """Print the per-test table and the failure lists; return the number of (c) failures."""
     print(f"\nnode lacks these torchdiffeq methods (category a): {', '.join(missing)}\n")
     per_test = defaultdict(Counter)
     failures = defaultdict(list)
     for rec in all_records:
         if rec["outcome"] in (FAIL, ERROR):
-            rec["category"] = classify(rec, missing)
+            rec["category"] = classify(rec, missing, upstream)
             per_test[rec["test"]][rec["category"]] += 1
             failures[rec["category"]].append(rec)
         else:
             per_test[rec["test"]][rec["outcome"]] += 1
-    cols = [PASS, SKIP, CAT_A, CAT_B, CAT_C]
+    cols = [PASS, SKIP, CAT_A, CAT_B, CAT_U, CAT_C]
     name_w = max([len(t) for t in per_test] + [4])
     print(f"{'test':<{name_w}}  " + "  ".join(f"{c:>8}" for c in ("pass", "skip", "(a)", "(b)",
-                                                                      "(c)")))
+                                                                      "(u)", "(c)")))
     for test in sorted(per_test):
         print(f"{test:<{name_w}}  " + "  ".join(f"{per_test[test][c]:>8}" for c in cols))
     totals = Counter()
@@ -255,7 +287,7 @@ def report_tests(all_records, missing, verbose: bool) -> int:
         totals.update(counts)
     print(f"{'TOTAL':<{name_w}}  " + "  ".join(f"{totals[c]:>8}" for c in cols))
 
-    for cat in (CAT_A, CAT_B, CAT_C):
+    for cat in (CAT_A, CAT_B, CAT_U, CAT_C):
         recs = failures.get(cat, [])
         if not recs:
             continue
@@ -309,6 +341,21 @@ def run_examples(checkout: Path, shim_dir: Path, timeout: float) -> list[dict]:
     return results
 
 
+def reference_failures(records, missing, checkout: Path, tests_dir: Path, shim_dir: Path,
+                       work: Path, timeout: float) -> frozenset:
+    """Keys of the (c) failures that the checkout's own torchdiffeq also fails: the modules with
+    such failures run once more against the real package."""
+    candidates = {record_key(r) for r in records
+                  if r["outcome"] in (FAIL, ERROR) and classify(r, missing) == CAT_C}
+    modules = sorted({key[0].split(".")[0] for key in candidates})
+    failing = set()
+    for module in modules:
+        _, ref_records, _ = run_module(module, tests_dir, shim_dir, work, timeout,
+                                       reference=checkout)
+        failing |= {record_key(r) for r in ref_records if r["outcome"] in (FAIL, ERROR)}
+    return frozenset(candidates & failing)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkout", type=Path, help="path to a torchdiffeq checkout")
@@ -348,7 +395,9 @@ def main(argv=None) -> int:
                 dump["tests"].extend(records)
                 if crash:
                     dump["crashes"][module] = crash
-            n_bad += report_tests(dump["tests"], missing, args.verbose)
+            upstream = reference_failures(dump["tests"], missing, checkout, tests_dir, shim_dir,
+                                          tmp, args.timeout)
+            n_bad += report_tests(dump["tests"], missing, args.verbose, upstream)
             for module, crash in dump["crashes"].items():
                 print(f"\n(c) CRASH {module}: {crash}")
                 n_bad += 1
