@@ -29,7 +29,7 @@ install: $(STAMP) ## Create .venv: torch (pinned), the package with its [dev,ben
 
 # Train the default model (latent ODE on spirals, CPU, ~3 min); extra overrides via ARGS,
 # e.g. make train ARGS="solver=rk4 solver.step_size=0.05"
-train: $(STAMP) ## Train the default model (latent ODE on spirals, ~3 min on CPU); ARGS="..." overrides
+train: $(STAMP) ## Train the default model (latent ODE on spirals, ~2.5 min on CPU); ARGS="..." overrides
 	OMP_NUM_THREADS=2 $(PY) train.py $(ARGS)
 
 # Evaluate a checkpoint on its test split (metrics.json and plots under logs/eval/runs/), e.g.
