@@ -12,7 +12,6 @@ Steps of :func:`evaluate`:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -20,17 +19,19 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from framework.checkpoint import load_datamodule, load_model
 from framework.instantiate import instantiate_loggers
-from framework.run import (
+from framework.outputs import (
     METRICS_FILE,
-    _float_metrics,
-    _metrics_locations,
-    _single_console_logging,
-    _task_overrides,
+    float_metrics,
+    metrics_locations,
+    single_console_logging,
+    task_overrides,
+    torch_threads,
+    write_plots,
+    write_result,
 )
 
 log = logging.getLogger(__name__)
@@ -56,18 +57,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ``cfg.num_threads`` (if set) is torch's intra-op thread count during the run, as in
     :func:`framework.run.train`; the previous count is restored afterwards.
     """
-    previous_threads = torch.get_num_threads()
-    if cfg.get("num_threads"):
-        torch.set_num_threads(int(cfg.num_threads))
-    try:
+    with torch_threads(cfg.get("num_threads")):
         return _evaluate(cfg)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
-    _single_console_logging()
+    single_console_logging()
     ckpt = checkpoint_path(cfg)
     output_dir = Path(cfg.paths.output_dir)
 
@@ -83,29 +79,23 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False)
     # the model already holds the checkpoint's weights: no ckpt_path for trainer.test
     trainer.test(model, datamodule=datamodule)
-    metrics = _float_metrics(trainer.callback_metrics)
+    metrics = float_metrics(trainer.callback_metrics)
 
-    plots: list[str] = []
-    plot_cfg = cfg.get("plots") or {}
-    if plot_cfg.get("enabled", True) and hasattr(model, "write_plots"):
-        batch = datamodule.example_batch(plot_cfg.get("split", "test"),
-                                         plot_cfg.get("n_examples", 4))
-        plots = [str(p) for p in model.write_plots(batch, output_dir / "plots")]
+    plots = write_plots(cfg.get("plots"), model, datamodule, output_dir)
 
     metrics["wall_time_s"] = time.perf_counter() - start
     result = {
         "status": "ok",
-        "overrides": _task_overrides(),
+        "overrides": task_overrides(),
         "metrics": dict(sorted(metrics.items())),
         "paths": {
             "output_dir": str(output_dir),
             "checkpoint": str(ckpt),
-            "metrics": _metrics_locations(trainer),
+            "metrics": metrics_locations(trainer),
             "plots": plots,
         },
     }
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / METRICS_FILE).write_text(json.dumps(result, indent=2))
+    write_result(output_dir, result)
     report(result)
     return result
 

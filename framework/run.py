@@ -17,7 +17,6 @@ Steps of :func:`train`:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -25,35 +24,23 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
-from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 import node
 from framework.failure import SolverFailureMonitor, TrainingSolverFailure
 from framework.instantiate import instantiate_callbacks, instantiate_loggers
+from framework.outputs import (
+    METRICS_FILE,
+    float_metrics,
+    metrics_locations,
+    single_console_logging,
+    task_overrides,
+    torch_threads,
+    write_plots,
+    write_result,
+)
 
 log = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.json"
-
-
-def _float_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    out = {}
-    for name, value in metrics.items():
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            value = value.item()
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            out[name] = float(value)
-    return out
-
-
-def _task_overrides() -> list[str]:
-    if HydraConfig.initialized():
-        return list(HydraConfig.get().overrides.task)
-    return []
-
 
 def _evaluation_metrics(model: Any) -> dict[str, float]:
     totals = getattr(model, "totals", None)
@@ -104,40 +91,14 @@ def _log_config(trainer: L.Trainer, cfg: DictConfig) -> None:
         logger.log_hyperparams(params)
 
 
-def _metrics_locations(trainer: L.Trainer) -> list[str]:
-    places = []
-    for logger in trainer.loggers:
-        if isinstance(logger, CSVLogger):
-            places.append(str(Path(logger.log_dir) / "metrics.csv"))
-        elif isinstance(logger, TensorBoardLogger):
-            places.append(f"{logger.log_dir} (TensorBoard)")
-    return places
-
-
-def _single_console_logging() -> None:
-    """``import lightning`` attaches its own console handler to the ``lightning`` logger, which
-    also propagates to the root logger that Hydra configures: every message would print twice.
-    Under Hydra (root handlers present) keep only the root's handlers."""
-    if logging.getLogger().hasHandlers():
-        lightning_logger = logging.getLogger("lightning")
-        for handler in list(lightning_logger.handlers):
-            if type(handler) is logging.StreamHandler:
-                lightning_logger.removeHandler(handler)
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run the pipeline of the module docstring; returns the content of ``metrics.json``.
 
     ``cfg.num_threads`` (if set) is torch's intra-op thread count during the run; the previous
     count is restored afterwards.
     """
-    previous_threads = torch.get_num_threads()
-    if cfg.get("num_threads"):
-        torch.set_num_threads(int(cfg.num_threads))
-    try:
+    with torch_threads(cfg.get("num_threads")):
         return _train(cfg)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def build_model(model_cfg: DictConfig, solver: node.SolverConfig, **dims: Any) -> L.LightningModule:
@@ -151,7 +112,7 @@ def build_model(model_cfg: DictConfig, solver: node.SolverConfig, **dims: Any) -
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
-    _single_console_logging()
+    single_console_logging()
     output_dir = Path(cfg.paths.output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -186,7 +147,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         except node.SolverError as err:
             raise solver_failure(err) from err
     fit_time = time.perf_counter() - start
-    metrics = _float_metrics(trainer.callback_metrics)
+    metrics = float_metrics(trainer.callback_metrics)
 
     # read before testing: trainer.test(ckpt_path=best) restores the callback's state as it was
     # when the best checkpoint was written
@@ -208,14 +169,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=True)
         except node.SolverError as err:
             raise solver_failure(err) from err
-        metrics.update(_float_metrics(trainer.callback_metrics))
+        metrics.update(float_metrics(trainer.callback_metrics))
 
-    plots: list[str] = []
-    plot_cfg = cfg.get("plots") or {}
-    if plot_cfg.get("enabled", True) and hasattr(model, "write_plots"):
-        split, n = plot_cfg.get("split", "test"), plot_cfg.get("n_examples", 4)
-        batch = datamodule.example_batch(split, n)
-        plots = [str(p) for p in model.write_plots(batch, output_dir / "plots")]
+    plots = write_plots(cfg.get("plots"), model, datamodule, output_dir)
 
     metrics.update(_evaluation_metrics(model))
     metrics["fit_time_s"] = fit_time
@@ -225,18 +181,17 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     metrics = dict(sorted(metrics.items()))
     result = {
         "status": "ok",
-        "overrides": _task_overrides(),
+        "overrides": task_overrides(),
         "metrics": metrics,
         "paths": {
             "output_dir": str(output_dir),
             "best_checkpoint": best,
             "last_checkpoint": last,
-            "metrics": _metrics_locations(trainer),
+            "metrics": metrics_locations(trainer),
             "plots": plots,
         },
     }
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / METRICS_FILE).write_text(json.dumps(result, indent=2))
+    write_result(output_dir, result)
     report(result)
     return result
 

@@ -23,7 +23,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from framework.run import METRICS_FILE
+from framework.outputs import METRICS_FILE
 
 log = logging.getLogger(__name__)
 
