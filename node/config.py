@@ -23,6 +23,8 @@ from node.api import solve
 from node.gradient_modes import check_modes
 from node.methods import get_tableau
 from node.options import MODE_KEY, parse_options, uses_fixed_grid
+from node.scipy_solver import METHOD as SCIPY_METHOD
+from node.scipy_solver import scipy_options
 from node.solution import Solution
 from node.state import check_not_both_zero, tolerance_number
 from node.tableau import ButcherTableau
@@ -74,7 +76,6 @@ class SolverConfig:
     seminorm: bool = False
 
     def __post_init__(self) -> None:
-        tableau = get_tableau(self.method)
         check_modes(self.gradient, self.on_failure)
         for name in ("rtol", "atol"):
             self._set(name, _tolerance(name, getattr(self, name)))
@@ -98,11 +99,26 @@ class SolverConfig:
                 raise ValueError(f"give {name} or options[{name!r}], not both")
         if not isinstance(self.seminorm, bool):
             raise TypeError(f"seminorm must be True or False, got {self.seminorm!r}")
+        if self.method == SCIPY_METHOD:
+            self._check_scipy()
+            return
+        tableau = get_tableau(self.method)
         options = self.solve_options
         parse_options(options, fixed_grid=uses_fixed_grid(tableau.adaptive, options),
                       method=tableau.name)
         if self.gradient == "adjoint":
             self._check_adjoint(tableau)
+
+    def _check_scipy(self) -> None:
+        """``method="scipy_solver"`` (not a tableau): its own options, no gradients, no grid."""
+        if self.gradient != "direct":
+            raise ValueError(f"method={SCIPY_METHOD!r} gives no gradients, so gradient must be "
+                             f"'direct', got {self.gradient!r}")
+        if self.step_size is not None or _set(self.progress):
+            given = "step_size" if self.step_size is not None else "progress"
+            raise ValueError(f"{given} is not an option of method={SCIPY_METHOD!r} (SciPy "
+                             f"chooses its steps; options['solver'] picks the integrator)")
+        scipy_options(self.solve_options)
 
     def _set(self, name: str, value) -> None:
         object.__setattr__(self, name, value)  # normalising a frozen field in __post_init__
@@ -143,6 +159,8 @@ class SolverConfig:
     @property
     def fixed_grid(self) -> bool:
         """Whether the forward solve runs on a fixed grid."""
+        if self.method == SCIPY_METHOD:
+            return False
         return uses_fixed_grid(self.tableau.adaptive, self.solve_options)
 
     @property

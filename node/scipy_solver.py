@@ -71,7 +71,7 @@ def _solve_ivp() -> Callable:
     return solve_ivp
 
 
-def _parse_options(options) -> tuple[str, dict, torch.dtype | None]:
+def scipy_options(options) -> tuple[str, dict, torch.dtype | None]:
     """``(solver, solve_ivp step keywords, time dtype)`` from the options dict."""
     if options is None:
         options = {}
@@ -150,7 +150,7 @@ def solve_scipy(func: Callable, y0, t: torch.Tensor, *, rtol, atol, options,
     rtol_flat = layout.flat_tolerance("rtol", rtol)
     atol_flat = layout.flat_tolerance("atol", atol)
     check_not_both_zero(rtol_flat, atol_flat, rtol, atol)
-    solver, steps, time_dtype = _parse_options(options)
+    solver, steps, time_dtype = scipy_options(options)
     defined = [name for name in _CALLBACKS if getattr(func, name, None) is not None]
     if defined:
         warnings.warn(f"func's {' and '.join(defined)} will never be called: method={METHOD!r} "

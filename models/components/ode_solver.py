@@ -109,7 +109,8 @@ class ODESolver(nn.Module):
 
     def extra_repr(self) -> str:
         config = self.config
-        parts = [f"method={config.tableau.name!r}", f"gradient={config.gradient!r}"]
+        method = config.method if isinstance(config.method, str) else config.method.name
+        parts = [f"method={method!r}", f"gradient={config.gradient!r}"]
         if config.fixed_grid:
             parts.append(f"step_size={config.step_size}")
         else:

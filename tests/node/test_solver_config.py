@@ -184,3 +184,26 @@ def test_infinite_tolerance_still_fails_on_non_finite_values():
     state = (torch.ones(2, dtype=F64), torch.zeros(1, dtype=F64))
     with pytest.raises(node.SolverError):
         node.solve(blowup, state, T, rtol=(1e-6, math.inf), atol=(1e-8, math.inf))
+
+
+def test_scipy_solver_from_a_config():
+    """``scipy_solver`` is no tableau, but a config reaches it like any method."""
+    config = node.SolverConfig(method="scipy_solver", rtol=1e-8, atol=1e-10,
+                               options=dict(solver="DOP853"))
+    assert not config.fixed_grid
+    y0 = torch.ones(2, dtype=F64)
+    expected = node.solve(lambda t, y: -y, y0, T, method="scipy_solver", rtol=1e-8, atol=1e-10,
+                          options=dict(solver="DOP853"))
+    torch.testing.assert_close(config.solve(lambda t, y: -y, y0, T).ys, expected.ys)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(options=dict(solver="Euler")), ["options['solver']", "LSODA", "'Euler'"]),
+    (dict(gradient="adjoint"), ["gradient", "'adjoint'", "scipy_solver"]),
+    (dict(step_size=0.1), ["step_size", "scipy_solver"]),
+])
+def test_scipy_solver_config_errors_name_the_argument(kwargs, words):
+    with pytest.raises(ValueError) as err:
+        node.SolverConfig(method="scipy_solver", **kwargs)
+    for word in words:
+        assert word in str(err.value)
