@@ -8,6 +8,7 @@ its settings as one validated value.
 from node.api import odeint, odeint_adjoint, odeint_event, solve
 from node.config import SolverConfig
 from node.errors import SolverError, Status, TimeOrderError
+from node.implicit_tableau import ImplicitTableau
 from node.methods import available_methods, get_tableau, register_method
 from node.options import AdaptiveOptions, FixedGridOptions
 from node.solution import Solution
@@ -17,6 +18,7 @@ __all__ = [
     "AdaptiveOptions",
     "ButcherTableau",
     "FixedGridOptions",
+    "ImplicitTableau",
     "Solution",
     "SolverConfig",
     "SolverError",

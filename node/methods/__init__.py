@@ -1,6 +1,7 @@
 """The method registry: every Runge-Kutta method by name, as tableau data.
 
-Each module in this package defines one ``TABLEAU``; users add their own with
+Each module in this package defines one ``TABLEAU``: a :class:`~node.ButcherTableau` (explicit
+family) or an :class:`~node.ImplicitTableau` (implicit family); users add their own with
 :func:`register_method`.
 """
 
@@ -8,7 +9,10 @@ from __future__ import annotations
 
 from importlib import import_module
 
+from node.implicit_tableau import ImplicitTableau
 from node.tableau import ButcherTableau
+
+Tableau = ButcherTableau | ImplicitTableau
 
 _BUILTIN = (
     "euler",
@@ -24,15 +28,16 @@ _BUILTIN = (
     "dopri8",
 )
 
-_REGISTRY: dict[str, ButcherTableau] = {
+_REGISTRY: dict[str, Tableau] = {
     name: import_module(f"node.methods.{name}").TABLEAU for name in _BUILTIN
 }
 
 
-def register_method(tableau: ButcherTableau, *, overwrite: bool = False) -> None:
+def register_method(tableau: Tableau, *, overwrite: bool = False) -> None:
     """Make ``tableau`` available as ``odeint(..., method=tableau.name)``."""
-    if not isinstance(tableau, ButcherTableau):
-        raise TypeError(f"register_method expects a ButcherTableau, got {type(tableau).__name__}")
+    if not isinstance(tableau, (ButcherTableau, ImplicitTableau)):
+        raise TypeError("register_method expects a ButcherTableau or ImplicitTableau, got "
+                        f"{type(tableau).__name__}")
     if tableau.name in _REGISTRY and not overwrite:
         raise ValueError(
             f"method {tableau.name!r} is already registered; pass overwrite=True to replace it"
@@ -45,9 +50,9 @@ def available_methods() -> list[str]:
     return list(_REGISTRY)
 
 
-def get_tableau(method: str | ButcherTableau | None) -> ButcherTableau:
+def get_tableau(method: str | Tableau | None) -> Tableau:
     """Look a method up by name (``None`` means ``"dopri5"``, as in torchdiffeq)."""
-    if isinstance(method, ButcherTableau):
+    if isinstance(method, (ButcherTableau, ImplicitTableau)):
         return method
     if method is None:
         method = "dopri5"
