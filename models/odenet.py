@@ -36,6 +36,7 @@ from torch import nn
 
 import node
 from models.base import ODEModule
+from models.components.checks import check_choice, check_int, check_number
 from models.components.ode_block import ODEBlock
 from models.components.ode_solver import ODESolver, solver_config
 from models.components.odenet_layers import ConvODEFunc, MLPODEFunc, conv_head, conv_stem
@@ -58,26 +59,6 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             f"{tuple(logits.shape)} and {tuple(labels.shape)}"
         )
     return (logits.argmax(dim=1) == labels).float().mean()
-
-
-def _int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"model.{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _number(name: str, value, minimum: float, strict: bool) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-    if not ok or value < minimum or (strict and value == minimum):
-        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
-        raise ValueError(f"model.{name} must be a number {bound}, got {value!r}")
-    return float(value)
-
-
-def _choice(name: str, value, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ValueError(f"model.{name} must be one of {list(allowed)}, got {value!r}")
-    return value
 
 
 class ODENetModule(ODEModule):
@@ -132,44 +113,44 @@ class ODENetModule(ODEModule):
         solver = solver_cfg.to_dict()
         self.save_hyperparameters()
         self.input_shape = self._check_shape(input_shape, architecture)
-        self.n_classes = _int("n_classes", n_classes, 2)
-        _int("augment_dim", augment_dim, 0)
-        _choice("optimizer", optimizer, OPTIMIZERS)
+        self.n_classes = check_int("n_classes", n_classes, 2)
+        check_int("augment_dim", augment_dim, 0)
+        check_choice("optimizer", optimizer, OPTIMIZERS)
         check_scheduler(scheduler, lr_milestones, lr_gamma)
-        self.lr = _number("lr", lr, 0.0, strict=True)
-        _number("momentum", momentum, 0.0, strict=False)
-        _number("weight_decay", weight_decay, 0.0, strict=False)
+        self.lr = check_number("lr", lr, 0.0, strict=True)
+        check_number("momentum", momentum, 0.0, strict=False)
+        check_number("weight_decay", weight_decay, 0.0, strict=False)
         self.metrics_csv: str | None = None
 
         self.solver = ODESolver(solver_cfg)
         if architecture == "conv":
-            width = _int("channels", channels, 1)
-            _int("n_downsample", n_downsample, 0)
+            width = check_int("channels", channels, 1)
+            check_int("n_downsample", n_downsample, 0)
             side = min(self.input_shape[1:])
             if side < 2**n_downsample:
                 raise ValueError(
                     f"model.n_downsample={n_downsample} halves an input of {side} pixels "
                     f"below 1 pixel; use n_downsample <= {int(math.log2(side))}"
                 )
-            _int("max_groups", max_groups, 1)
+            check_int("max_groups", max_groups, 1)
             self.stem = conv_stem(self.input_shape[0], width, n_downsample, max_groups)
             func = ConvODEFunc(width + augment_dim, max_groups)
-            pool = _int("pool_size", pool_size, 1)
+            pool = check_int("pool_size", pool_size, 1)
             self.head = conv_head(width + augment_dim, n_classes, max_groups, pool)
         else:
             in_dim = math.prod(self.input_shape)
             if channels is None:
                 width, self.stem = in_dim, nn.Flatten()
             else:
-                width = _int("channels", channels, 1)
+                width = check_int("channels", channels, 1)
                 self.stem = nn.Sequential(nn.Flatten(), nn.Linear(in_dim, width))
-            func = MLPODEFunc(width + augment_dim, _int("hidden", hidden, 1), activation)
+            func = MLPODEFunc(width + augment_dim, check_int("hidden", hidden, 1), activation)
             self.head = nn.Linear(width + augment_dim, n_classes)
         self.block = ODEBlock(func, self.solver, augment_dim, t_end)
 
     @staticmethod
     def _check_shape(input_shape, architecture: str) -> tuple[int, ...]:
-        _choice("architecture", architecture, ARCHITECTURES)
+        check_choice("architecture", architecture, ARCHITECTURES)
         shape = tuple(input_shape) if isinstance(input_shape, Sequence) else None
         ok = shape and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
         if not ok:

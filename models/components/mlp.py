@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.Softplus}
+ACTIVATIONS = {
+    "tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.Softplus, "gelu": nn.GELU,
+}
 
 
 class MLP(nn.Sequential):
