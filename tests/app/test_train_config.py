@@ -111,9 +111,13 @@ def test_models_take_their_solver_from_the_solver_group(model, datamodule, compo
     cfg = compose_cfg(overrides)
 
     # the data shapes a model takes: vectors (obs_dim) or, for classifiers, images and classes
+    # (or, for the kinetics model, the number of species and their scales)
+    parameters = inspect.signature(hydra.utils.get_class(cfg.model._target_)).parameters
     dims = {"obs_dim": 2}
-    if "input_shape" in inspect.signature(hydra.utils.get_class(cfg.model._target_)).parameters:
+    if "input_shape" in parameters:
         dims = {"input_shape": [1, 8, 8], "n_classes": 10}
+    elif "state_dim" in parameters:
+        dims = {"state_dim": 3, "scales": [1.0, 1e-5, 1.0]}
     built = build_model(cfg.model, hydra.utils.instantiate(cfg.solver), **dims)
     solvers = built.ode_solvers()
     assert solvers and all(s.method == "rk4" and s.step_size == 0.05 for s in solvers)
