@@ -60,12 +60,14 @@ class _TransposedStageSolve:
         self.f, self.co, self.structure = f, co, structure
         self.times, self.points, self.h = times, points, h
 
-    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+    def __call__(self, v: torch.Tensor | None) -> torch.Tensor | None:
+        if v is None:  # an undefined gradient stays undefined
+            return None
         if torch.is_grad_enabled():
             raise RuntimeError("gradients of gradients (create_graph=True) through an implicit "
                                "method's step are not supported")
         co, h, implicit = self.co, self.h, self.co.implicit
-        Js = [self.structure.evaluate(self.f, self.times[i][0], p)
+        Js = [self.structure.evaluate(self.f, self.times[i][0], p, self.times[i][1])
               for i, p in zip(implicit, self.points, strict=True)]
         blocks = Js[0].shape[0]
         m = len(implicit)

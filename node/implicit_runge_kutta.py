@@ -32,7 +32,7 @@ import torch
 
 from node.implicit_gradient import attach_stage_gradients
 from node.implicit_tableau import ImplicitTableau
-from node.jacobian import JacobianStructure, from_blocks, to_blocks
+from node.jacobian import JacobianStructure
 from node.newton import ChordNewton
 
 
@@ -96,15 +96,33 @@ class ImplicitRKStep:
     def __call__(self, f, tau0, y0, k0, h_tau, tau1, h, co: ImplicitCoefficients,
                  perturb_end=False, perturb_start=False):
         grad = torch.is_grad_enabled()
-        if co.explicit_first and k0 is None:
-            # With autograd on, evaluated with its graph (the first stage is then no unknown).
+        if grad and co.explicit_first and k0 is None:
+            # evaluated once, with its graph (the first stage is then no unknown)
             k0 = f(tau0, y0, 1 if perturb_start else 0)
-        times = [_stage_time(co.c[i], tau0, h_tau, tau1, perturb_end) for i in range(co.stages)]
-        with torch.no_grad():
-            K = self._stages(f, tau0, y0.detach(), None if k0 is None else k0.detach(), h,
-                             co, times)
+        K = self.solve_stages(f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end, perturb_start)
         if grad:
-            K = attach_stage_gradients(f, co, self.structure, times, y0, K, k0, h)
+            return self.differentiate(f, tau0, y0, k0, K, h_tau, tau1, h, co, perturb_end,
+                                      perturb_start)
+        return torch.add(y0, torch.mv(K.T, co.b), alpha=h), K
+
+    def solve_stages(self, f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end=False,
+                     perturb_start=False) -> torch.Tensor:
+        """The converged stage derivatives ``K*`` (``[S, N]``, no graph)."""
+        times = _stage_times(co, tau0, h_tau, tau1, perturb_end)
+        with torch.no_grad():
+            if co.explicit_first and k0 is None:
+                k0 = f(tau0, y0, 1 if perturb_start else 0)
+            return self._stages(f, tau0, y0.detach(), None if k0 is None else k0.detach(), h,
+                                co, times)
+
+    def differentiate(self, f, tau0, y0, k0, K_star, h_tau, tau1, h, co, perturb_end=False,
+                      perturb_start=False):
+        """``(y1, K)`` with the value ``K*`` and the implicit-function-theorem graph
+        (:mod:`node.implicit_gradient`); evaluates an explicit first stage if ``k0`` is None."""
+        if co.explicit_first and k0 is None:
+            k0 = f(tau0, y0, 1 if perturb_start else 0)
+        times = _stage_times(co, tau0, h_tau, tau1, perturb_end)
+        K = attach_stage_gradients(f, co, self.structure, times, y0, K_star, k0, h)
         return torch.add(y0, torch.mv(K.T, co.b), alpha=h), K
 
     def _jacobian(self, f, tau0, y0):
@@ -121,7 +139,6 @@ class ImplicitRKStep:
         if co.explicit_first:
             K[0] = k0
         J = self._jacobian(f, tau0, y0)
-        blocks = J.shape[0]
         scale = self.scale(y0)
         if co.diagonal:
             factors: dict[float, object] = {}
@@ -142,15 +159,12 @@ class ImplicitRKStep:
                 def residual(z, base=base, g=g, t_i=t_i, side=side):
                     return z - base - g * f(t_i, z, side)
 
-                z = self.newton.solve(
-                    residual, z_prev.clone(),
-                    lambda r, lu=lu: from_blocks(lu.solve(to_blocks(r, blocks))), scale)
+                z = self.newton.solve(residual, z_prev.clone(), lu.solve_flat, scale)
                 K[i] = (z - base) / g
                 z_prev = z
             return K
         # Fully implicit: the implicit stages' increments as one coupled system.
         implicit = co.implicit
-        m = len(implicit)
         bases = torch.stack([torch.add(y0, torch.mv(K.T, co.rows[i]), alpha=h) for i in implicit])
         a_ii = co.a_implicit
         lu = self.structure.coupled_lu(J, a_ii, h)
@@ -161,8 +175,7 @@ class ImplicitRKStep:
                              for r, i in enumerate(implicit)])
             return Z - h * (a_ii @ F)
 
-        Z = self.newton.solve(residual, torch.zeros_like(bases),
-                              lambda R: from_blocks(lu.solve(to_blocks(R, blocks)), m), scale)
+        Z = self.newton.solve(residual, torch.zeros_like(bases), lu.solve_flat, scale)
         if co.a_implicit_inv is not None:
             K_implicit = (co.a_implicit_inv @ Z) / h
         else:
@@ -172,8 +185,7 @@ class ImplicitRKStep:
         return K
 
 
-def _stage_time(c: float, tau0: float, h_tau: float, tau1: float, perturb_end: bool):
-    """``(solver time, perturb side)`` of a stage at node ``c`` (as :func:`rk_step` does)."""
-    if c == 1.0:
-        return tau1, (-1 if perturb_end else 0)
-    return tau0 + c * h_tau, 0
+def _stage_times(co, tau0: float, h_tau: float, tau1: float, perturb_end: bool):
+    """``(solver time, perturb side)`` of every stage (as :func:`rk_step` evaluates them)."""
+    return [(tau1, -1 if perturb_end else 0) if c == 1.0 else (tau0 + c * h_tau, 0)
+            for c in co.c]

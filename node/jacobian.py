@@ -40,11 +40,17 @@ def check_jacobian_option(value) -> str | Callable:
 class BlockLU:
     """An LU factorisation of ``[B, M, M]`` blocks; solves right-hand sides given as ``[B, M]``."""
 
-    def __init__(self, matrices: torch.Tensor) -> None:
+    def __init__(self, matrices: torch.Tensor, stages: int | None = None) -> None:
         self.lu, self.pivots = torch.linalg.lu_factor(matrices)
+        self.stages = stages
 
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
         return torch.linalg.lu_solve(self.lu, self.pivots, rhs.unsqueeze(-1)).squeeze(-1)
+
+    def solve_flat(self, rhs: torch.Tensor) -> torch.Tensor:
+        """For a flat ``[N]`` (or stage-matrix ``[S, N]``) right-hand side."""
+        blocks = self.lu.shape[0]
+        return from_blocks(self.solve(to_blocks(rhs, blocks)), self.stages)
 
 
 class JacobianStructure:
@@ -69,14 +75,15 @@ class JacobianStructure:
                 self.size = n // self.blocks if self.blocks else 0
         self.n_jacobians = 0
 
-    def evaluate(self, f: FlatVectorField, tau: float, y: torch.Tensor) -> torch.Tensor:
+    def evaluate(self, f: FlatVectorField, tau: float, y: torch.Tensor,
+                 perturb: int = 0) -> torch.Tensor:
         """``df/dy`` at ``(tau, y)`` as ``[B, D, D]`` blocks (no graph)."""
         self.n_jacobians += 1
         if callable(self.option):
-            return self._user(f, tau, y)
+            return self._user(f, tau, y, perturb)
         with torch.enable_grad():
             x = y.detach().requires_grad_(True)
-            out = f(tau, x)
+            out = f(tau, x, perturb)
             n = out.shape[0]
             if not out.requires_grad:  # func does not depend on y
                 return y.new_zeros((self.blocks, self.size, self.size))
@@ -91,10 +98,10 @@ class JacobianStructure:
         # rows[d, b*D + e] = d f_{b,d} / d y_{b,e}
         return rows.view(self.size, self.blocks, self.size).transpose(0, 1).contiguous()
 
-    def _user(self, f: FlatVectorField, tau: float, y: torch.Tensor) -> torch.Tensor:
+    def _user(self, f: FlatVectorField, tau: float, y: torch.Tensor, perturb: int) -> torch.Tensor:
         layout = self.layout
         with torch.no_grad():
-            jac = self.option(f.time(tau), layout.unflatten(y))
+            jac = self.option(f._time(tau, perturb), layout.unflatten(y))
         shape = layout.shapes[0] if not layout.is_tuple else (layout.numel,)
         dense = (*shape, *shape) if not layout.is_tuple else (layout.numel, layout.numel)
         got = tuple(jac.shape) if isinstance(jac, torch.Tensor) else type(jac).__name__
@@ -119,7 +126,8 @@ class JacobianStructure:
     @staticmethod
     def coupled_lu(J: torch.Tensor, a: torch.Tensor, h: float) -> BlockLU:
         """LU of ``I - h (A kron J_b)`` per block ``b`` (stage-major within a block)."""
-        return BlockLU(coupled_matrix(J.unsqueeze(1).expand(-1, a.shape[0], -1, -1), a, h))
+        return BlockLU(coupled_matrix(J.unsqueeze(1).expand(-1, a.shape[0], -1, -1), a, h),
+                       stages=a.shape[0])
 
 
 def coupled_matrix(Js: torch.Tensor, a: torch.Tensor, h: float) -> torch.Tensor:
