@@ -18,6 +18,7 @@ import torch
 from node.controllers import make_controller
 from node.errors import Status
 from node.interpolation import dense_polynomials, interpolate
+from node.newton import NewtonFailure
 from node.options import AdaptiveOptions
 from node.runge_kutta import RKCoefficients, keeper, rk_step
 from node.solution import Integration, Stats
@@ -86,6 +87,7 @@ def integrate_adaptive(
     i = 1
     next_out = taus[1]
     forced_warned = False
+    newton_note = ""  # why the last attempt failed, when its Newton iteration did
 
     while True:
         if progress is not None:
@@ -105,12 +107,33 @@ def integrate_adaptive(
             landed = True
         h_eff = tau1 - tau
         if not h_tau > 10.0 * math.ulp(tau) or not h_eff > 0.0:
-            return _fail(result, Status.STEP_TOO_SMALL, tau, h_tau,
-                         f"step size {h_tau:.3g} underflows at t={direction * tau:.10g}")
+            status = Status.NEWTON_FAILED if newton_note else Status.STEP_TOO_SMALL
+            return _fail(result, status, tau, h_tau,
+                         f"step size {h_tau:.3g} underflows at t={direction * tau:.10g}"
+                         + newton_note)
         h = direction * h_eff
         if callbacks is not None:
             callbacks.step(tau, y, h)
-        y1, K = step(f, tau, y, k0, h_eff, tau1, h, co, perturb_end=on_jump)
+        try:
+            y1, K = step(f, tau, y, k0, h_eff, tau1, h, co, perturb_end=on_jump)
+        except NewtonFailure as failure:
+            # An implicit method's stage iteration failed: the step is rejected (never accepted,
+            # whatever min_step says) and retried with a quarter of it.
+            stats.n_steps += 1
+            stats.n_rejected += 1
+            stats.n_newton_failed += 1
+            if callbacks is not None:
+                callbacks.reject(tau, y, h)
+            newton_note = (f"; the last step was rejected because its Newton iteration "
+                           f"{failure.reason} after {failure.iterations} iteration(s)")
+            if h_tau <= min_step or h_eff <= min_step:
+                return _fail(result, Status.NEWTON_FAILED, tau, h_eff,
+                             f"the Newton iteration of the implicit stages {failure.reason} "
+                             f"after {failure.iterations} iteration(s) even at the minimum "
+                             f"step min_step={min_step:.3g}")
+            h_tau = min(max(h_eff / 4.0, min_step), max_step)
+            continue
+        newton_note = ""
         ratio, y1_abs = errors.ratio(K, b_error, h_eff, y_abs, y1)
         stats.n_steps += 1
         accepted = ratio <= 1.0  # False for NaN too

@@ -42,14 +42,30 @@ from node.solution import Integration
 from node.state import FlatVectorField
 
 
-def checkpointed_rk_step(f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end=False,
-                         perturb_start=False):
-    """:func:`node.runge_kutta.rk_step` with its stages recomputed in the backward pass (the
-    general fallback; non-reentrant checkpointing is itself differentiable)."""
-    return checkpoint(
-        rk_step, f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end, perturb_start,
-        use_reentrant=False, preserve_rng_state=False,
-    )
+class CheckpointedStep:
+    """A step function (``rk_step`` or an implicit method's step, ``inner``) with its stages
+    recomputed in the backward pass (the general fallback; non-reentrant checkpointing is itself
+    differentiable)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def __call__(self, f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end=False,
+                 perturb_start=False):
+        if hasattr(self.inner, "solve_stages"):
+            # An implicit step: Newton runs once, outside the checkpointed region (no graph,
+            # and its iteration count may differ on recomputation); only the differentiable
+            # rebuild of the stages from the converged ones is recomputed.
+            K = self.inner.solve_stages(f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end,
+                                        perturb_start)
+            return checkpoint(
+                self.inner.differentiate, f, tau0, y0, k0, K, h_tau, tau1, h, co, perturb_end,
+                perturb_start, use_reentrant=False, preserve_rng_state=False,
+            )
+        return checkpoint(
+            self.inner, f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end, perturb_start,
+            use_reentrant=False, preserve_rng_state=False,
+        )
 
 
 @dataclass
@@ -99,14 +115,14 @@ class StepTape:
 class Replay:
     """Recomputes taped steps with autograd (shared by both backward strategies)."""
 
-    def __init__(self, f: FlatVectorField, co: RKCoefficients, dense: bool) -> None:
-        self.f, self.co = f, co
+    def __init__(self, f: FlatVectorField, co: RKCoefficients, dense: bool, step=rk_step) -> None:
+        self.f, self.co, self.rk_step = f, co, step
         self.polys = dense_polynomials(co.tableau) if dense else None
 
     def step(self, s: TapedStep, y: torch.Tensor, k0: torch.Tensor | None):
         """``(y1, K, outputs inside the step)`` from state ``y`` and first stage ``k0``."""
-        y1, K = rk_step(self.f, s.tau0, y, k0, s.h_tau, s.tau1, s.h, self.co,
-                        perturb_end=s.perturb_end, perturb_start=s.start_side == 1)
+        y1, K = self.rk_step(self.f, s.tau0, y, k0, s.h_tau, s.tau1, s.h, self.co,
+                             perturb_end=s.perturb_end, perturb_start=s.start_side == 1)
         outs: list[torch.Tensor] = []
         if s.thetas:
             if self.polys is not None:
@@ -304,10 +320,14 @@ def integrate_checkpointed(problem: Problem, f: FlatVectorField, y0_flat: torch.
         k0 = f(problem.taus[0], probe, side)
         if not _reaches_other_leaves(k0, probe, params):
             co = problem.coefficients()
-            job = _Job(problem, f, k0.detach(), StepTape(co), Replay(f, co, not problem.fixed_grid),
-                       names)
+            # The replay's step: rk_step, or a fresh implicit step (Newton again, then the
+            # implicit-function-theorem graph: see node.implicit_gradient).
+            step = problem.new_step(f, y0_flat)
+            job = _Job(problem, f, k0.detach(), StepTape(co),
+                       Replay(f, co, not problem.fixed_grid, step), names)
             ys = _TapedSolve.apply(job, y0_flat, *params)
             return job.run, list(ys.unbind(0)), job
     # The fallback; the probe's k0 (with its graph) serves as the first stage.
-    run = problem.integrate(f, y0_flat, step=checkpointed_rk_step, k0=k0)
+    run = problem.integrate(f, y0_flat, step=CheckpointedStep(problem.new_step(f, y0_flat)),
+                            k0=k0)
     return run, run.outputs, None

@@ -21,6 +21,7 @@ import torch
 
 from node.api import solve
 from node.gradient_modes import check_modes
+from node.implicit_tableau import ImplicitTableau
 from node.methods import get_tableau
 from node.options import MODE_KEY, parse_options, uses_fixed_grid
 from node.scipy_solver import METHOD as SCIPY_METHOD
@@ -105,7 +106,7 @@ class SolverConfig:
         tableau = get_tableau(self.method)
         options = self.solve_options
         parse_options(options, fixed_grid=uses_fixed_grid(tableau.adaptive, options),
-                      method=tableau.name)
+                      method=tableau.name, implicit=isinstance(tableau, ImplicitTableau))
         if self.gradient == "adjoint":
             self._check_adjoint(tableau)
 
@@ -130,7 +131,8 @@ class SolverConfig:
             return  # node derives them from the forward solve's, checked above
         options = {k: v for k, v in options.items() if k != "norm"}
         fixed = uses_fixed_grid(method.adaptive, options)
-        parse_options(options, fixed_grid=fixed, method=method.name)
+        parse_options(options, fixed_grid=fixed, method=method.name,
+                      implicit=isinstance(method, ImplicitTableau))
         if self.seminorm and fixed:
             raise ValueError(f"seminorm=True needs an adaptive adjoint solve; method "
                              f"{method.name!r} runs on a fixed grid with these options")

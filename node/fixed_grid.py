@@ -23,6 +23,7 @@ import torch
 
 from node.errors import Status
 from node.interpolation import hermite
+from node.newton import NewtonFailure
 from node.options import FixedGridOptions
 from node.runge_kutta import RKCoefficients, keeper, rk_step
 from node.solution import Integration, Stats
@@ -136,9 +137,18 @@ def integrate_fixed_grid(
         if callbacks is not None:
             callbacks.step(tau0, y, h)
         # With k0=None the step evaluates f(tau0, y) itself (into its stage matrix, no copy).
-        y1, K = step(f, tau0, y, k0, h_tau, tau1, h, co, perturb_end=perturb,
-                     perturb_start=perturb)
-        k0 = K[0]
+        try:
+            y1, K = step(f, tau0, y, k0, h_tau, tau1, h, co, perturb_end=perturb,
+                         perturb_start=perturb)
+        except NewtonFailure as failure:
+            result.status, result.tau, result.h = Status.NEWTON_FAILED, tau0, h_tau
+            result.cause = (f"the Newton iteration of the implicit stages {failure.reason} "
+                            f"after {failure.iterations} iteration(s) in the fixed step from "
+                            f"t={direction * tau0:.10g} to t={direction * tau1:.10g} (use a "
+                            "smaller step_size, raise max_iters or use an adaptive method)")
+            return result
+        # K[0] is f(t0, y0) unless the first stage is implicit (then it is evaluated if needed).
+        k0 = K[0] if getattr(co, "explicit_first", True) else None
         stats.n_steps += 1
         stats.n_accepted += 1
         # One reduction and one sync; the exact check only runs if the sum is not finite
@@ -172,6 +182,8 @@ def integrate_fixed_grid(
                 if cubic:
                     if k1 is None:
                         k1 = f(tau1, y1, 1) if perturb else f(tau1, y1)
+                    if k0 is None:
+                        k0 = f(tau0, y, 1) if perturb else f(tau0, y)
                     outputs.append(hermite(y, y1, k0, k1, h, theta))
                 else:
                     outputs.append(torch.lerp(y, y1, theta))

@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from node.jacobian import check_jacobian_option
+
 _CONTROLLERS = ("integral", "pid")
 _INTERPS = ("linear", "cubic")
 
@@ -116,6 +118,41 @@ class FixedGridOptions:
     progress: bool | float = False
 
 
+@dataclass(frozen=True)
+class ImplicitAdaptiveOptions(AdaptiveOptions):
+    """:class:`AdaptiveOptions` of an implicit method (``kvaerno3``, ``kvaerno5``), plus its
+    stage solver's.
+
+    Attributes:
+        jacobian: how ``J = df/dy`` of the Newton iteration is built: ``"dense"`` (default; an
+            ``N x N`` matrix by autograd), ``"batch"`` (the first dimension of a tensor state
+            is a batch of independent problems: ``[B, D, D]`` blocks), or a callable
+            ``jac(t, y)`` returning ``(*y.shape, *y.shape)`` or ``[B, D, D]`` (see
+            :mod:`node.jacobian`).
+        max_iters: Newton iterations allowed per stage system (torchdiffeq's name); a step
+            whose iteration does not converge is rejected and retried with a quarter of the
+            step (adaptive) or raises :class:`~node.SolverError` (fixed grid).
+        newton_tol: ``kappa`` of the convergence test: the estimated Newton error, in the error
+            test's scaled RMS norm, must be at most this (see :mod:`node.newton`).
+    """
+
+    jacobian: str | Callable = "dense"
+    max_iters: int = 10
+    newton_tol: float = 1e-2
+
+
+@dataclass(frozen=True)
+class ImplicitFixedGridOptions(FixedGridOptions):
+    """:class:`FixedGridOptions` of an implicit method, plus ``jacobian``, ``max_iters`` and
+    ``newton_tol`` as in :class:`ImplicitAdaptiveOptions` (the Newton norm uses the solve's
+    ``rtol``/``atol``; a stage iteration that does not converge raises
+    :class:`~node.SolverError` with status ``newton_failed``)."""
+
+    jacobian: str | Callable = "dense"
+    max_iters: int = 10
+    newton_tol: float = 1e-2
+
+
 @functools.cache
 def _field_names(cls) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
@@ -124,9 +161,9 @@ def _field_names(cls) -> tuple[str, ...]:
 # The option-dict key that selects the mode of an adaptive method (it is no dataclass field: a
 # dataclass instance says its mode by its type).
 MODE_KEY = "adaptive"
-# Keys of torchdiffeq's methods that node has no use for (the implicit methods' iteration limit):
-# accepted, with the warning torchdiffeq gives to any key a method does not use.
-_FOREIGN_KEYS = ("max_iters",)
+# Keys of the implicit methods' stage solver: for an explicit method accepted, with the warning
+# torchdiffeq gives to any key a method does not use (torchdiffeq's own is max_iters).
+_FOREIGN_KEYS = ("max_iters", "jacobian", "newton_tol")
 
 
 def uses_fixed_grid(adaptive_method: bool, options: Mapping[str, Any] | None) -> bool:
@@ -220,16 +257,20 @@ def _dtype(value) -> torch.dtype:
 
 
 def parse_options(
-    options: Mapping[str, Any] | None, *, fixed_grid: bool, method: str
+    options: Mapping[str, Any] | None, *, fixed_grid: bool, method: str, implicit: bool = False
 ) -> AdaptiveOptions | FixedGridOptions:
-    """Validate an option dict and return the typed options for the solve's mode."""
+    """Validate an option dict and return the typed options for the solve's mode
+    (``implicit``: the method is an implicit one, which adds the stage solver's options)."""
     if options is None:
         options = {}
     if isinstance(options, AdaptiveOptions | FixedGridOptions):
         options = {name: getattr(options, name) for name in _field_names(type(options))}
     if not isinstance(options, Mapping):
         raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
-    cls = FixedGridOptions if fixed_grid else AdaptiveOptions
+    if implicit:
+        cls = ImplicitFixedGridOptions if fixed_grid else ImplicitAdaptiveOptions
+    else:
+        cls = FixedGridOptions if fixed_grid else AdaptiveOptions
     valid = _field_names(cls)
     mode_value = options.get(MODE_KEY, not fixed_grid)
     if not isinstance(mode_value, bool):
@@ -247,6 +288,8 @@ def parse_options(
         n = kw["max_num_steps"]
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"options['max_num_steps'] must be a positive int, got {n!r}")
+    if implicit:
+        _implicit_options(kw)
     if fixed_grid:
         if kw.get("step_size") is not None:
             kw["step_size"] = _positive("step_size", kw["step_size"])
@@ -254,7 +297,7 @@ def parse_options(
             raise TypeError("options['grid_constructor'] must be callable")
         if kw.get("interp", "linear") not in _INTERPS:
             raise ValueError(f"options['interp'] must be one of {_INTERPS}, got {kw['interp']!r}")
-        return FixedGridOptions(**kw)
+        return cls(**kw)
 
     if kw.get("first_step") is not None:
         kw["first_step"] = _positive("first_step", kw["first_step"])
@@ -283,4 +326,16 @@ def parse_options(
     kw["jump_t"] = _times("jump_t", kw.get("jump_t"))
     if set(kw["step_t"]) & set(kw["jump_t"]):
         raise ValueError("options['step_t'] and options['jump_t'] must not share any time")
-    return AdaptiveOptions(**kw)
+    return cls(**kw)
+
+
+def _implicit_options(kw: dict[str, Any]) -> None:
+    """Validate the stage solver's options in place."""
+    if "jacobian" in kw:
+        kw["jacobian"] = check_jacobian_option(kw["jacobian"])
+    if "max_iters" in kw:
+        n = kw["max_iters"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"options['max_iters'] must be a positive int, got {n!r}")
+    if "newton_tol" in kw:
+        kw["newton_tol"] = _positive("newton_tol", kw["newton_tol"])

@@ -11,8 +11,12 @@ from node.adaptive import integrate_adaptive
 from node.callbacks import StepCallbacks, warn_uncalled
 from node.complex_state import ComplexView, complex_view_of
 from node.fixed_grid import integrate_fixed_grid, make_grid
+from node.implicit_runge_kutta import ImplicitRKStep, implicit_coefficients
+from node.implicit_tableau import ImplicitTableau
 from node.inputs import check_func, check_times
+from node.jacobian import JacobianStructure
 from node.methods import get_tableau
+from node.newton import ChordNewton, NewtonSettings
 from node.norms import FlatNorm, mixed_rms_norm, rms_norm
 from node.options import AdaptiveOptions, FixedGridOptions, parse_options, uses_fixed_grid
 from node.progress import ProgressBar
@@ -31,12 +35,15 @@ class Problem:
     layout: StateLayout
     direction: float
     taus: list[float]
-    tableau: ButcherTableau
+    tableau: ButcherTableau | ImplicitTableau
     options: AdaptiveOptions | FixedGridOptions
     rtol: object
     atol: object
     callback_owner: object = None  # whose step callbacks to call (default: func)
     complex_view: ComplexView | None = None  # a complex state solved as its real view
+    # how an implicit method builds its Newton matrices (None: from options['jacobian']; the
+    # adjoint's backward solve sets its own for the augmented system)
+    jacobian: object = None
 
     @property
     def fixed_grid(self) -> bool:
@@ -45,8 +52,43 @@ class Problem:
     def vector_field(self) -> FlatVectorField:
         return FlatVectorField(self.func, self.layout, self.options.dtype, self.direction)
 
+    @property
+    def implicit(self) -> bool:
+        return isinstance(self.tableau, ImplicitTableau)
+
     def coefficients(self) -> RKCoefficients:
+        if self.implicit:
+            return implicit_coefficients(self.tableau, self.layout.dtype, self.layout.device)
         return coefficients(self.tableau, self.layout.dtype, self.layout.device)
+
+    def new_step(self, f: FlatVectorField, y0_flat: torch.Tensor):
+        """The step function of one solve: the implicit step (with its own Newton state and
+        counters) for an implicit method; for an explicit one :func:`rk_step`, or the buffered
+        step when no graph is recorded."""
+        if self.implicit:
+            return self._implicit_step()
+        if not torch.is_grad_enabled() and not self.layout.is_tuple:
+            return BufferedRKStep(f, y0_flat, self.coefficients())
+        return rk_step
+
+    def _implicit_step(self) -> ImplicitRKStep:
+        options = self.options
+        structure = self.jacobian
+        if structure is None:
+            structure = JacobianStructure(options.jacobian, self.layout)
+        rtol = self.rtol
+        min_rtol = float(rtol.min()) if isinstance(rtol, torch.Tensor) else float(rtol)
+        eps = torch.finfo(self.layout.dtype).eps
+        settings = NewtonSettings(
+            max_iters=options.max_iters, kappa=options.newton_tol,
+            early_exit=not self.fixed_grid,
+            floor=10.0 * eps / min_rtol if min_rtol > 0 else 0.0)
+        # The Newton norm: RMS scaled by the error test's atol + rtol |y0| (never the user's
+        # norm, which may not weigh every entry).
+        errors = ErrorScale(self.rtol, self.atol, rms_norm, True,
+                            torch.abs if self.complex_view is None else self.complex_view.magnitude)
+        return ImplicitRKStep(structure, ChordNewton(settings),
+                              lambda y: errors.scale(errors.magnitude(y)))
 
     def error_scale(self, norm: FlatNorm | None = None, homogeneous: bool = True) -> ErrorScale:
         """The error test; ``norm`` (flat; ``homogeneous`` as in :class:`ErrorScale`) overrides
@@ -77,7 +119,7 @@ class Problem:
         f: FlatVectorField,
         y0_flat: torch.Tensor,
         *,
-        step=rk_step,
+        step=None,
         norm: FlatNorm | None = None,
         norm_homogeneous: bool = True,
         first_step: float | None = None,
@@ -110,20 +152,27 @@ class Problem:
         co = self.coefficients()
         owner = self.func if self.callback_owner is None else self.callback_owner
         callbacks = StepCallbacks.of(owner, f, callback_suffix)
-        if step is rk_step and not torch.is_grad_enabled() and not self.layout.is_tuple:
-            step = BufferedRKStep(f, y0_flat, co)
+        if step is None:
+            step = self.new_step(f, y0_flat)
         if self.fixed_grid:
             grid = make_grid(self.taus, self.options, self.direction, self._constructor_args)
-            return integrate_fixed_grid(f, y0_flat, self.taus, grid, co, self.options, callbacks,
-                                        step=step, k0=k0, tape=tape, observer=observer,
-                                        progress=progress)
-        options = self.options
-        if first_step is not None:
-            options = replace(options, first_step=first_step)
-        errors = self.error_scale(norm, norm_homogeneous)
-        return integrate_adaptive(f, y0_flat, self.taus, co, options, errors, callbacks,
-                                  step=step, observer=observer, k0=k0, tape=tape,
-                                  progress=progress)
+            run = integrate_fixed_grid(f, y0_flat, self.taus, grid, co, self.options, callbacks,
+                                       step=step, k0=k0, tape=tape, observer=observer,
+                                       progress=progress)
+        else:
+            options = self.options
+            if first_step is not None:
+                options = replace(options, first_step=first_step)
+            errors = self.error_scale(norm, norm_homogeneous)
+            run = integrate_adaptive(f, y0_flat, self.taus, co, options, errors, callbacks,
+                                     step=step, observer=observer, k0=k0, tape=tape,
+                                     progress=progress)
+        implicit_step = getattr(step, "inner", step)
+        if isinstance(implicit_step, ImplicitRKStep):
+            run.stats.implicit = True
+            for name, value in implicit_step.counts().items():
+                setattr(run.stats, name, value)
+        return run
 
     def _constructor_args(self) -> tuple:
         return (self.func, self.y0, self.t)
@@ -143,7 +192,8 @@ def make_problem(func, y0, t, *, method, rtol, atol, options) -> Problem:
     check_not_both_zero(rtol_flat, atol_flat, rtol, atol)
     tableau = get_tableau(method)
     fixed = uses_fixed_grid(tableau.adaptive, options)
-    opts = parse_options(options, fixed_grid=fixed, method=tableau.name)
+    opts = parse_options(options, fixed_grid=fixed, method=tableau.name,
+                         implicit=isinstance(tableau, ImplicitTableau))
     warn_uncalled(func, tableau.name, fixed)
     taus = [direction * float(v) for v in t.detach().tolist()]
     return Problem(func, y0, t, layout, direction, taus, tableau, opts, rtol_flat, atol_flat,

@@ -12,20 +12,36 @@ from node.errors import Status
 @dataclass
 class Stats:
     """Counters of one solve. ``n_steps == n_accepted + n_rejected``; ``nfe`` counts every call
-    of ``func`` (stages, the automatic first step, re-evaluations after jumps)."""
+    of ``func`` (stages, the automatic first step, re-evaluations after jumps, Newton iterations
+    and the one evaluation each autograd Jacobian is built from).
+
+    Implicit methods add ``n_jacobians`` (Jacobians ``df/dy`` built: their vector-Jacobian
+    products are not in ``nfe``), ``n_lu`` (LU factorisations of Newton matrices),
+    ``n_newton`` (Newton iterations, each one evaluation per stage solved) and
+    ``n_newton_failed`` (steps rejected because the stage iteration did not converge; they are
+    counted in ``n_rejected`` too); ``implicit`` says whether to report them."""
 
     nfe: int = 0
     n_steps: int = 0
     n_accepted: int = 0
     n_rejected: int = 0
+    implicit: bool = False
+    n_jacobians: int = 0
+    n_lu: int = 0
+    n_newton: int = 0
+    n_newton_failed: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {
+        out = {
             "nfe": self.nfe,
             "n_steps": self.n_steps,
             "n_accepted": self.n_accepted,
             "n_rejected": self.n_rejected,
         }
+        if self.implicit:
+            out.update(n_jacobians=self.n_jacobians, n_lu=self.n_lu, n_newton=self.n_newton,
+                       n_newton_failed=self.n_newton_failed)
+        return out
 
 
 @dataclass

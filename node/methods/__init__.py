@@ -26,6 +26,9 @@ _BUILTIN = (
     "dopri5",
     "tsit5",
     "dopri8",
+    "implicit_euler",
+    "kvaerno3",
+    "kvaerno5",
 )
 
 _REGISTRY: dict[str, Tableau] = {

@@ -1,0 +1,191 @@
+"""The implicit Runge-Kutta step: :class:`ImplicitRKStep`, with the signature and result of
+:func:`node.runge_kutta.rk_step`, so that the adaptive and fixed-grid loops, the error test,
+dense output, the checkpoint tape and event location run it unchanged.
+
+Stage equations (``I``: the implicit stages; an explicit first stage is ``k_0 = f(t0, y0)``):
+
+    z_i = y0 + h sum_j a_ij k_j,   k_i = f(t0 + c_i h, z_i),   y1 = y0 + h sum_i b_i k_i.
+
+* Diagonally implicit tableaus are solved stage by stage: ``z_i = base_i + h a_ii f(t_i, z_i)``
+  with ``base_i = y0 + h sum_{j<i} a_ij k_j``, by chord Newton with the matrix ``I - h a_ii J``
+  (one LU per distinct diagonal entry per step: one for SDIRK/ESDIRK). Predictor: the previous
+  stage's value ``z_{i-1}`` (``y0`` for the first), which stays bounded however stiff the
+  problem is (an explicit extrapolation from derivatives does not).
+* Fully implicit tableaus solve the increments ``Z_I = z_I - base_I`` of all implicit stages as
+  one coupled system ``Z = h A_II F(base + Z)`` with the matrix ``I - h A_II kron J`` (per
+  Jacobian block), from ``Z = 0``.
+
+``J = df/dy`` is evaluated once per step at ``(t0, y0)`` (and reused when a rejected step is
+retried from the same state); it is only a Newton matrix, so its error slows the iteration but
+never changes the converged stages. The stage derivatives are recovered from the converged
+values, ``k_i = (z_i - base_i) / (h a_ii)`` (or ``A_II^{-1} Z / h``), not by evaluating
+``f(z_i)``: that would amplify the Newton error by the stiff ``J`` (Hairer and Wanner, *Solving
+ODEs II*, sec. IV.8). Newton runs without autograd; gradients come from the implicit function
+theorem (:mod:`node.implicit_gradient`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from node.implicit_gradient import attach_stage_gradients
+from node.implicit_tableau import ImplicitTableau
+from node.jacobian import JacobianStructure
+from node.newton import ChordNewton
+
+
+class ImplicitCoefficients:
+    """An implicit tableau's coefficients as tensors (the explicit family's interface plus the
+    full matrix ``a`` and the structure)."""
+
+    def __init__(self, tableau: ImplicitTableau, dtype: torch.dtype, device: torch.device):
+        def tensor(values):
+            return torch.tensor(values, dtype=dtype, device=device)
+
+        self.tableau = tableau
+        self.stages = tableau.stages
+        self.c = tableau.c
+        self.order = tableau.order
+        self.fsal = tableau.fsal
+        self.reuse_last = tableau.reuses_last_stage
+        self.a = tensor(tableau.a)
+        self.rows = list(self.a.unbind(0))
+        self.b = tensor(tableau.b)
+        self.b_error = None if tableau.b_error is None else tensor(tableau.b_error)
+        self.explicit_first = tableau.explicit_first_stage
+        self.diagonal = tableau.diagonally_implicit
+        self.implicit = list(tableau.implicit_stages)
+        idx = torch.tensor(self.implicit, device=device)
+        self.a_implicit = self.a[idx][:, idx]  # A_II
+        self.a_implicit_inv = None
+        if not self.diagonal:
+            a64 = torch.tensor(tableau.a, dtype=torch.float64)[idx.cpu()][:, idx.cpu()]
+            if torch.linalg.matrix_rank(a64) == len(self.implicit):
+                self.a_implicit_inv = torch.linalg.inv(a64).to(dtype=dtype, device=device)
+
+
+@lru_cache(maxsize=64)
+def implicit_coefficients(tableau: ImplicitTableau, dtype: torch.dtype, device: torch.device):
+    with torch.inference_mode(False):  # cached across solves: never inference tensors
+        return ImplicitCoefficients(tableau, dtype, device)
+
+
+class ImplicitRKStep:
+    """The step of one solve: holds the Jacobian structure, the Newton state and the counters.
+
+    Args:
+        structure: how ``J`` is built (:class:`node.jacobian.JacobianStructure`).
+        newton: the chord iteration (carries its rate estimate from stage to stage).
+        scale: ``y0 -> atol + rtol |y0|``, the Newton norm's weights.
+    """
+
+    def __init__(self, structure: JacobianStructure, newton: ChordNewton, scale) -> None:
+        self.structure = structure
+        self.newton = newton
+        self.scale = scale
+        self.n_lu = 0
+        self._jac_key = None
+        self._jac = None
+
+    def counts(self) -> dict[str, int]:
+        return {"n_jacobians": self.structure.n_jacobians, "n_lu": self.n_lu,
+                "n_newton": self.newton.iterations}
+
+    def __call__(self, f, tau0, y0, k0, h_tau, tau1, h, co: ImplicitCoefficients,
+                 perturb_end=False, perturb_start=False):
+        grad = torch.is_grad_enabled()
+        if grad and co.explicit_first and k0 is None:
+            # evaluated once, with its graph (the first stage is then no unknown)
+            k0 = f(tau0, y0, 1 if perturb_start else 0)
+        K = self.solve_stages(f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end, perturb_start)
+        if grad:
+            return self.differentiate(f, tau0, y0, k0, K, h_tau, tau1, h, co, perturb_end,
+                                      perturb_start)
+        return torch.add(y0, torch.mv(K.T, co.b), alpha=h), K
+
+    def solve_stages(self, f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end=False,
+                     perturb_start=False) -> torch.Tensor:
+        """The converged stage derivatives ``K*`` (``[S, N]``, no graph)."""
+        times = _stage_times(co, tau0, h_tau, tau1, perturb_end)
+        with torch.no_grad():
+            if co.explicit_first and k0 is None:
+                k0 = f(tau0, y0, 1 if perturb_start else 0)
+            return self._stages(f, tau0, y0.detach(), None if k0 is None else k0.detach(), h,
+                                co, times)
+
+    def differentiate(self, f, tau0, y0, k0, K_star, h_tau, tau1, h, co, perturb_end=False,
+                      perturb_start=False):
+        """``(y1, K)`` with the value ``K*`` and the implicit-function-theorem graph
+        (:mod:`node.implicit_gradient`); evaluates an explicit first stage if ``k0`` is None."""
+        if co.explicit_first and k0 is None:
+            k0 = f(tau0, y0, 1 if perturb_start else 0)
+        times = _stage_times(co, tau0, h_tau, tau1, perturb_end)
+        K = attach_stage_gradients(f, co, self.structure, times, y0, K_star, k0, h)
+        return torch.add(y0, torch.mv(K.T, co.b), alpha=h), K
+
+    def _jacobian(self, f, tau0, y0):
+        # A rejected step is retried from the same state: its Jacobian is reused.
+        key = (tau0, y0.data_ptr(), y0._version, y0.shape)
+        if self._jac_key != key:
+            self._jac = self.structure.evaluate(f, tau0, y0)
+            self._jac_key = key
+        return self._jac
+
+    def _stages(self, f, tau0, y0, k0, h, co, times) -> torch.Tensor:
+        S, n = co.stages, y0.shape[0]
+        K = y0.new_zeros((S, n))
+        if co.explicit_first:
+            K[0] = k0
+        J = self._jacobian(f, tau0, y0)
+        scale = self.scale(y0)
+        if co.diagonal:
+            factors: dict[float, object] = {}
+            z_prev = y0
+            for i in co.implicit:
+                base = torch.add(y0, torch.mv(K.T, co.rows[i]), alpha=h)  # K_j = 0 for j >= i
+                g = h * co.tableau.a[i][i]
+                t_i, side = times[i]
+                if g == 0.0:  # an explicit stage inside a DIRK tableau
+                    K[i] = f(t_i, base, side)
+                    z_prev = base
+                    continue
+                lu = factors.get(g)
+                if lu is None:
+                    lu = factors[g] = self.structure.diagonal_lu(J, g)
+                    self.n_lu += 1
+
+                def residual(z, base=base, g=g, t_i=t_i, side=side):
+                    return z - base - g * f(t_i, z, side)
+
+                z = self.newton.solve(residual, z_prev.clone(), lu.solve_flat, scale)
+                K[i] = (z - base) / g
+                z_prev = z
+            return K
+        # Fully implicit: the implicit stages' increments as one coupled system.
+        implicit = co.implicit
+        bases = torch.stack([torch.add(y0, torch.mv(K.T, co.rows[i]), alpha=h) for i in implicit])
+        a_ii = co.a_implicit
+        lu = self.structure.coupled_lu(J, a_ii, h)
+        self.n_lu += 1
+
+        def residual(Z):
+            F = torch.stack([f(times[i][0], bases[r] + Z[r], times[i][1])
+                             for r, i in enumerate(implicit)])
+            return Z - h * (a_ii @ F)
+
+        Z = self.newton.solve(residual, torch.zeros_like(bases), lu.solve_flat, scale)
+        if co.a_implicit_inv is not None:
+            K_implicit = (co.a_implicit_inv @ Z) / h
+        else:
+            K_implicit = torch.stack([f(times[i][0], bases[r] + Z[r], times[i][1])
+                                      for r, i in enumerate(implicit)])
+        K[implicit] = K_implicit
+        return K
+
+
+def _stage_times(co, tau0: float, h_tau: float, tau1: float, perturb_end: bool):
+    """``(solver time, perturb side)`` of every stage (as :func:`rk_step` evaluates them)."""
+    return [(tau1, -1 if perturb_end else 0) if c == 1.0 else (tau0 + c * h_tau, 0)
+            for c in co.c]
