@@ -38,8 +38,12 @@ IMPLICIT = {
     "radauIIA5": (5, 3, "FIRK", True, 3, "L"),
     "gl4": (4, 2, "FIRK", False, 2, "A"),
     "gl6": (6, 3, "FIRK", False, 3, "A"),
+    "kvaerno3": (3, 4, "ESDIRK", True, 2, "L"),
+    "kvaerno5": (5, 7, "ESDIRK", True, 2, "L"),
 }
 NAMES = list(IMPLICIT)
+# the adaptive pairs: order of the embedded solution b_hat = b - b_error
+EMBEDDED = {"kvaerno3": 2, "kvaerno5": 4}
 SDIRK_GAMMA = 1 - math.sqrt(2) / 2  # sdirk2 and trbdf2 (Alexander; Bank et al.)
 
 
@@ -87,7 +91,8 @@ def test_structure(name):
     tab = tableau(name)
     assert (tab.name, tab.order, tab.stages) == (name, order, stages)
     assert tab.source
-    assert not tab.adaptive and tab.b_error is None and tab.dense is None  # fixed-step
+    assert tab.dense is None  # cubic Hermite (FSAL) or the fixed grid's interpolation
+    assert tab.adaptive == (name in EMBEDDED)
     assert tab.diagonally_implicit == (kind != "FIRK")
     assert tab.explicit_first_stage == (kind == "ESDIRK")
     assert tab.stiffly_accurate == stiffly_accurate
@@ -98,7 +103,10 @@ def test_structure(name):
         assert tab.singly_diagonal is None
     else:
         assert tab.singly_diagonal == pytest.approx(tab.a[-1][-1], abs=0)
-    assert all(0.0 <= ci <= 1.0 for ci in tab.c)
+    # Kvaerno's 5(4) pair places its third stage past the step's end (c_2 = 1.2303...)
+    outside = {"kvaerno5": (2,)}.get(name, ())
+    assert all(0.0 <= ci <= 1.0 for i, ci in enumerate(tab.c) if i not in outside)
+    assert all(ci > 1.0 for i, ci in enumerate(tab.c) if i in outside)
 
 
 @pytest.mark.parametrize("name", ["sdirk2", "trbdf2"])
@@ -125,6 +133,15 @@ def test_order_conditions(name):
     for n in range(1, tab.order + 1):
         assert max_residual(tab, tab.b, n) < TOL, f"order-{n} condition violated"
     assert max_residual(tab, tab.b, tab.order + 1) > BROKEN, "order is higher than stated"
+
+
+@pytest.mark.parametrize("name", list(EMBEDDED))
+def test_embedded_solution_has_its_order(name):
+    tab = tableau(name)
+    b_hat = np.array(tab.b) - np.array(tab.b_error)
+    for n in range(1, EMBEDDED[name] + 1):
+        assert max_residual(tab, b_hat, n) < TOL, f"embedded order-{n} condition violated"
+    assert max_residual(tab, b_hat, EMBEDDED[name] + 1) > BROKEN
 
 
 @pytest.mark.parametrize("name", NAMES)
