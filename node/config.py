@@ -105,7 +105,7 @@ class SolverConfig:
         tableau = get_tableau(self.method)
         options = self.solve_options
         parse_options(options, fixed_grid=uses_fixed_grid(tableau.adaptive, options),
-                      method=tableau.name)
+                      method=tableau)
         if self.gradient == "adjoint":
             self._check_adjoint(tableau)
 
@@ -130,7 +130,7 @@ class SolverConfig:
             return  # node derives them from the forward solve's, checked above
         options = {k: v for k, v in options.items() if k != "norm"}
         fixed = uses_fixed_grid(method.adaptive, options)
-        parse_options(options, fixed_grid=fixed, method=method.name)
+        parse_options(options, fixed_grid=fixed, method=method)
         if self.seminorm and fixed:
             raise ValueError(f"seminorm=True needs an adaptive adjoint solve; method "
                              f"{method.name!r} runs on a fixed grid with these options")

@@ -12,6 +12,7 @@ class Status(str, Enum):
     MAX_STEPS = "max_num_steps_reached"
     STEP_TOO_SMALL = "step_size_too_small"
     NON_FINITE = "non_finite"
+    NOT_CONVERGED = "iteration_not_converged"  # an implicit method's equations on a fixed grid
 
     def __str__(self) -> str:
         return self.value

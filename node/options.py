@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from node.multistep import MAX_ORDER, AdamsMethod
+
 _CONTROLLERS = ("integral", "pid")
 _INTERPS = ("linear", "cubic")
 
@@ -116,6 +118,35 @@ class FixedGridOptions:
     progress: bool | float = False
 
 
+@dataclass(frozen=True)
+class AdamsOptions(FixedGridOptions):
+    """Options of the Adams multistep methods (``explicit_adams``, ``implicit_adams``): those of
+    :class:`FixedGridOptions` and torchdiffeq's two multistep keys.
+
+    Attributes:
+        max_order: order of the method once it has enough past steps (1 to 12): Adams-Bashforth
+            of this order, or for ``implicit_adams`` an Adams-Moulton corrector of this order
+            with a predictor one order lower. torchdiffeq's default is 12 (its explicit method
+            then runs order 11), whose stability region is too small for common steps (see
+            :mod:`node.adams`); node's default is 4.
+        max_iters: most corrector evaluations per step of ``implicit_adams`` (its fixed-point
+            iteration stops once a correction, scaled by ``atol + rtol * |y|``, is at most 1).
+    """
+
+    max_order: int = 4
+    max_iters: int = 4
+
+    def __post_init__(self) -> None:
+        for name, high in (("max_order", MAX_ORDER), ("max_iters", None)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"options[{name!r}] must be an int, got "
+                                f"{type(value).__name__}: {value!r}")
+            if value < 1 or (high is not None and value > high):
+                bound = f"between 1 and {high}" if high is not None else ">= 1"
+                raise ValueError(f"options[{name!r}] must be {bound}, got {value}")
+
+
 @functools.cache
 def _field_names(cls) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
@@ -124,9 +155,10 @@ def _field_names(cls) -> tuple[str, ...]:
 # The option-dict key that selects the mode of an adaptive method (it is no dataclass field: a
 # dataclass instance says its mode by its type).
 MODE_KEY = "adaptive"
-# Keys of torchdiffeq's methods that node has no use for (the implicit methods' iteration limit):
-# accepted, with the warning torchdiffeq gives to any key a method does not use.
-_FOREIGN_KEYS = ("max_iters",)
+# Keys of torchdiffeq's methods that only some of node's use (the iteration limit and order of
+# its implicit and multistep methods): accepted by the others with the warning torchdiffeq gives
+# to any key a method does not use.
+_FOREIGN_KEYS = ("max_iters", "max_order")
 
 
 def uses_fixed_grid(adaptive_method: bool, options: Mapping[str, Any] | None) -> bool:
@@ -220,16 +252,21 @@ def _dtype(value) -> torch.dtype:
 
 
 def parse_options(
-    options: Mapping[str, Any] | None, *, fixed_grid: bool, method: str
+    options: Mapping[str, Any] | None, *, fixed_grid: bool, method
 ) -> AdaptiveOptions | FixedGridOptions:
-    """Validate an option dict and return the typed options for the solve's mode."""
+    """Validate an option dict and return the typed options for the solve's mode.
+
+    ``method``: the method (registry entry) or its name; an Adams method's fixed-grid options
+    are :class:`AdamsOptions`."""
+    grid_cls = AdamsOptions if isinstance(method, AdamsMethod) else FixedGridOptions
+    method = getattr(method, "name", method)
     if options is None:
         options = {}
     if isinstance(options, AdaptiveOptions | FixedGridOptions):
         options = {name: getattr(options, name) for name in _field_names(type(options))}
     if not isinstance(options, Mapping):
         raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
-    cls = FixedGridOptions if fixed_grid else AdaptiveOptions
+    cls = grid_cls if fixed_grid else AdaptiveOptions
     valid = _field_names(cls)
     mode_value = options.get(MODE_KEY, not fixed_grid)
     if not isinstance(mode_value, bool):
@@ -254,7 +291,7 @@ def parse_options(
             raise TypeError("options['grid_constructor'] must be callable")
         if kw.get("interp", "linear") not in _INTERPS:
             raise ValueError(f"options['interp'] must be one of {_INTERPS}, got {kw['interp']!r}")
-        return FixedGridOptions(**kw)
+        return grid_cls(**kw)
 
     if kw.get("first_step") is not None:
         kw["first_step"] = _positive("first_step", kw["first_step"])
