@@ -66,11 +66,28 @@ from node.tolerance import ErrorScale
 _RK4_UP_TO = 5
 
 
-def _combine(y: torch.Tensor, derivatives: Sequence[torch.Tensor], w: Sequence[float],
-             h: float) -> torch.Tensor:
-    """``y + h * sum_j w_j derivatives[j]``: the increment formed first and added once."""
-    coeffs = torch.tensor([h * wj for wj in w], dtype=y.dtype, device=y.device)
-    return y + torch.mv(torch.stack(list(derivatives), 1), coeffs)
+class _Coefficients:
+    """``h * w`` as tensors on the state's dtype and device, made once per distinct ``(h, w)``
+    (on a uniform grid: once per solve), not copied to the device every step."""
+
+    def __init__(self, like: torch.Tensor) -> None:
+        self.dtype, self.device = like.dtype, like.device
+        self.made: dict[tuple, torch.Tensor] = {}
+
+    def __call__(self, h: float, w: tuple[float, ...]) -> torch.Tensor:
+        key = (h, w)
+        coeffs = self.made.get(key)
+        if coeffs is None:
+            if len(self.made) >= 64:  # a non-uniform grid: every step differs
+                self.made.clear()
+            coeffs = torch.tensor([h * wj for wj in w], dtype=self.dtype, device=self.device)
+            self.made[key] = coeffs
+        return coeffs
+
+    def combine(self, y: torch.Tensor, derivatives: Sequence[torch.Tensor],
+                w: tuple[float, ...], h: float) -> torch.Tensor:
+        """``y + h * sum_j w_j derivatives[j]``: the increment formed first and added once."""
+        return y + torch.mv(torch.stack(list(derivatives), 1), self(h, w))
 
 
 
@@ -78,18 +95,20 @@ def _combine(y: torch.Tensor, derivatives: Sequence[torch.Tensor], w: Sequence[f
 class _Corrector:
     """The Adams-Moulton fixed-point iteration of one solve, with its convergence record."""
 
-    def __init__(self, errors: ErrorScale, order: int, max_iters: int, side: int) -> None:
+    def __init__(self, errors: ErrorScale, order: int, max_iters: int, side: int,
+                 coefficients: _Coefficients) -> None:
         self.errors, self.order, self.max_iters, self.side = errors, order, max_iters, side
+        self.coefficients = coefficients
         self.unconverged = 0  # steps that kept an unconverged (contracting) iterate
         self.first_tau: float | None = None
 
     def step(self, f, y, history, nodes, h, tau0, tau1):
         """``(y1, None)``, or ``(None, cause)`` when the iteration does not contract."""
         p = self.order
-        errors = self.errors
-        y_old = _combine(y, history, weights(nodes, False), h)  # the predictor
+        errors, combine = self.errors, self.coefficients.combine
+        y_old = combine(y, history, weights(nodes, False), h)  # the predictor
         w = weights([1.0, *nodes[: p - 1]], True)
-        base = _combine(y, history[: p - 1], w[1:], h) if p > 1 else y
+        base = combine(y, history[: p - 1], w[1:], h) if p > 1 else y
         # One scale for the step (from y_n and the prediction), so that successive corrections
         # compare as they are: a scale that grew with a diverging iterate would hide divergence.
         with torch.no_grad():
@@ -122,7 +141,7 @@ class _Corrector:
                 f"implicit_adams: the corrector iteration did not reach rtol/atol within "
                 f"max_iters={self.max_iters} evaluations in {self.unconverged} of {n_steps} "
                 f"steps (first in the step from t={f.direction * self.first_tau:.10g}); those "
-                f"steps keep the last iterate (a contracting P(EC)^m step of the same order). "
+                f"steps keep the last iterate (a P(EC)^m step, of the same order). "
                 f"Raise max_iters or reduce step_size to converge.", UserWarning, stacklevel=2)
 
 
@@ -152,7 +171,8 @@ def integrate_adams(
     order = options.max_order
     need = method.history(order)
     starter = coefficients(RK4 if order <= _RK4_UP_TO else DOPRI8, y0.dtype, y0.device)
-    corrector = (_Corrector(errors, order, options.max_iters, end_side) if method.implicit
+    made = _Coefficients(y0)
+    corrector = (_Corrector(errors, order, options.max_iters, end_side, made) if method.implicit
                  else None)
     n_out = len(taus)
     y = y0
@@ -195,7 +215,7 @@ def integrate_adams(
         else:
             nodes = [(s - tau0) / h_tau for s in times]
             if corrector is None:
-                y1 = _combine(y, history, weights(nodes, False), h)
+                y1 = made.combine(y, history, weights(nodes, False), h)
             else:
                 y1, cause = corrector.step(f, y, history, nodes, h, tau0, tau1)
                 if y1 is None:
