@@ -10,11 +10,12 @@ from node.config import SolverConfig
 from node.errors import SolverError, Status, TimeOrderError
 from node.implicit_tableau import ImplicitTableau
 from node.methods import available_methods, get_tableau, register_method
-from node.options import AdaptiveOptions, FixedGridOptions
+from node.options import AdamsOptions, AdaptiveOptions, FixedGridOptions
 from node.solution import Solution
 from node.tableau import ButcherTableau
 
 __all__ = [
+    "AdamsOptions",
     "AdaptiveOptions",
     "ButcherTableau",
     "FixedGridOptions",

@@ -107,7 +107,7 @@ def integrate_adaptive(
             landed = True
         h_eff = tau1 - tau
         if not h_tau > 10.0 * math.ulp(tau) or not h_eff > 0.0:
-            status = Status.NEWTON_FAILED if newton_note else Status.STEP_TOO_SMALL
+            status = Status.NOT_CONVERGED if newton_note else Status.STEP_TOO_SMALL
             return _fail(result, status, tau, h_tau,
                          f"step size {h_tau:.3g} underflows at t={direction * tau:.10g}"
                          + newton_note)
@@ -127,7 +127,7 @@ def integrate_adaptive(
             newton_note = (f"; the last step was rejected because its Newton iteration "
                            f"{failure.reason} after {failure.iterations} iteration(s)")
             if h_tau <= min_step or h_eff <= min_step:
-                return _fail(result, Status.NEWTON_FAILED, tau, h_eff,
+                return _fail(result, Status.NOT_CONVERGED, tau, h_eff,
                              f"the Newton iteration of the implicit stages {failure.reason} "
                              f"after {failure.iterations} iteration(s) even at the minimum "
                              f"step min_step={min_step:.3g}")

@@ -260,7 +260,7 @@ def solve_adjoint(
                          f"{norm_choice!r}")
     params = resolve_params(problem.func, adjoint_params, norm_choice)
     fixed = uses_fixed_grid(method.adaptive, options)
-    parsed = parse_options(options, fixed_grid=fixed, method=method.name)  # (explicit method)
+    parsed = parse_options(options, fixed_grid=fixed, method=method)
     rtol = problem.rtol if adjoint_rtol is None else problem.layout.flat_tolerance(
         "adjoint_rtol", adjoint_rtol)
     atol = problem.atol if adjoint_atol is None else problem.layout.flat_tolerance(

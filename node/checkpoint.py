@@ -20,6 +20,11 @@ closure over a tensor, say). If there are any, or ``func`` is not a module, or t
 interpolates outputs with another step's data (the fixed grid's cubic Hermite), each step runs
 under :func:`torch.utils.checkpoint.checkpoint` instead, which finds every input by itself.
 
+The Adams multistep methods do not fit the tape (a step depends on several past steps and on
+derivatives evaluated in earlier steps): there every evaluation of ``func`` runs under
+:func:`torch.utils.checkpoint.checkpoint` (:class:`CheckpointedField`), so the backward pass
+keeps the states and derivatives of the solve but none of ``func``'s internal graphs.
+
 Gradients of gradients: when the backward pass itself is differentiated (``create_graph=True``),
 the replay runs through all accepted steps from the saved initial state in one graph, so that the
 returned gradient is a differentiable function of ``y0`` and the parameters.
@@ -36,6 +41,7 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from node.interpolation import dense_polynomials, interpolate
+from node.multistep import AdamsMethod
 from node.problem import Problem
 from node.runge_kutta import RKCoefficients, rk_step
 from node.solution import Integration
@@ -66,6 +72,20 @@ class CheckpointedStep:
             self.inner, f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end, perturb_start,
             use_reentrant=False, preserve_rng_state=False,
         )
+
+
+class CheckpointedField:
+    """A :class:`~node.state.FlatVectorField` whose every evaluation is recomputed in the
+    backward pass instead of keeping ``func``'s graph (for the multistep methods)."""
+
+    def __init__(self, f: FlatVectorField) -> None:
+        self.f = f
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __call__(self, tau: float, y: torch.Tensor, perturb: int = 0) -> torch.Tensor:
+        return checkpoint(self.f, tau, y, perturb, use_reentrant=False, preserve_rng_state=False)
 
 
 @dataclass
@@ -308,6 +328,9 @@ def _reaches_other_leaves(out: torch.Tensor, y: torch.Tensor, params: list[torch
 
 def integrate_checkpointed(problem: Problem, f: FlatVectorField, y0_flat: torch.Tensor):
     """The forward solve of the checkpoint mode: ``(run, outputs)`` with gradients attached."""
+    if isinstance(problem.tableau, AdamsMethod):
+        run = problem.integrate(CheckpointedField(f), y0_flat)
+        return run, run.outputs, None
     named = _module_parameters(problem.func)
     cubic = problem.fixed_grid and problem.options.interp == "cubic"
     k0 = None

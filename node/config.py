@@ -21,7 +21,6 @@ import torch
 
 from node.api import solve
 from node.gradient_modes import check_modes
-from node.implicit_tableau import ImplicitTableau
 from node.methods import get_tableau
 from node.options import MODE_KEY, parse_options, uses_fixed_grid
 from node.scipy_solver import METHOD as SCIPY_METHOD
@@ -106,7 +105,7 @@ class SolverConfig:
         tableau = get_tableau(self.method)
         options = self.solve_options
         parse_options(options, fixed_grid=uses_fixed_grid(tableau.adaptive, options),
-                      method=tableau.name, implicit=isinstance(tableau, ImplicitTableau))
+                      method=tableau)
         if self.gradient == "adjoint":
             self._check_adjoint(tableau)
 
@@ -131,8 +130,7 @@ class SolverConfig:
             return  # node derives them from the forward solve's, checked above
         options = {k: v for k, v in options.items() if k != "norm"}
         fixed = uses_fixed_grid(method.adaptive, options)
-        parse_options(options, fixed_grid=fixed, method=method.name,
-                      implicit=isinstance(method, ImplicitTableau))
+        parse_options(options, fixed_grid=fixed, method=method)
         if self.seminorm and fixed:
             raise ValueError(f"seminorm=True needs an adaptive adjoint solve; method "
                              f"{method.name!r} runs on a fixed grid with these options")

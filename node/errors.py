@@ -12,7 +12,10 @@ class Status(str, Enum):
     MAX_STEPS = "max_num_steps_reached"
     STEP_TOO_SMALL = "step_size_too_small"
     NON_FINITE = "non_finite"
-    NEWTON_FAILED = "newton_failed"  # an implicit method's stage iteration did not converge
+    # an implicit method's equations (Runge-Kutta stages by Newton, an Adams corrector by
+    # fixed-point iteration) were not solved: on a fixed grid, or in an adaptive solve at the
+    # smallest step allowed
+    NOT_CONVERGED = "iteration_not_converged"
 
     def __str__(self) -> str:
         return self.value

@@ -141,7 +141,7 @@ def integrate_fixed_grid(
             y1, K = step(f, tau0, y, k0, h_tau, tau1, h, co, perturb_end=perturb,
                          perturb_start=perturb)
         except NewtonFailure as failure:
-            result.status, result.tau, result.h = Status.NEWTON_FAILED, tau0, h_tau
+            result.status, result.tau, result.h = Status.NOT_CONVERGED, tau0, h_tau
             result.cause = (f"the Newton iteration of the implicit stages {failure.reason} "
                             f"after {failure.iterations} iteration(s) in the fixed step from "
                             f"t={direction * tau0:.10g} to t={direction * tau1:.10g} (use a "

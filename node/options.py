@@ -28,7 +28,9 @@ from typing import Any
 
 import torch
 
+from node.implicit_tableau import ImplicitTableau
 from node.jacobian import check_jacobian_option
+from node.multistep import MAX_ORDER, AdamsMethod
 
 _CONTROLLERS = ("integral", "pid")
 _INTERPS = ("linear", "cubic")
@@ -146,11 +148,40 @@ class ImplicitFixedGridOptions(FixedGridOptions):
     """:class:`FixedGridOptions` of an implicit method, plus ``jacobian``, ``max_iters`` and
     ``newton_tol`` as in :class:`ImplicitAdaptiveOptions` (the Newton norm uses the solve's
     ``rtol``/``atol``; a stage iteration that does not converge raises
-    :class:`~node.SolverError` with status ``newton_failed``)."""
+    :class:`~node.SolverError` with status ``iteration_not_converged``)."""
 
     jacobian: str | Callable = "dense"
     max_iters: int = 10
     newton_tol: float = 1e-2
+
+
+@dataclass(frozen=True)
+class AdamsOptions(FixedGridOptions):
+    """Options of the Adams multistep methods (``explicit_adams``, ``implicit_adams``): those of
+    :class:`FixedGridOptions` and torchdiffeq's two multistep keys.
+
+    Attributes:
+        max_order: order of the method once it has enough past steps (1 to 12): Adams-Bashforth
+            of this order, or for ``implicit_adams`` an Adams-Moulton corrector of this order
+            with a predictor one order lower. torchdiffeq's default is 12 (its explicit method
+            then runs order 11), whose stability region is too small for common steps (see
+            :mod:`node.adams`); node's default is 4.
+        max_iters: most corrector evaluations per step of ``implicit_adams`` (its fixed-point
+            iteration stops once a correction, scaled by ``atol + rtol * |y|``, is at most 1).
+    """
+
+    max_order: int = 4
+    max_iters: int = 4
+
+    def __post_init__(self) -> None:
+        for name, high in (("max_order", MAX_ORDER), ("max_iters", None)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"options[{name!r}] must be an int, got "
+                                f"{type(value).__name__}: {value!r}")
+            if value < 1 or (high is not None and value > high):
+                bound = f"between 1 and {high}" if high is not None else ">= 1"
+                raise ValueError(f"options[{name!r}] must be {bound}, got {value}")
 
 
 @functools.cache
@@ -161,9 +192,11 @@ def _field_names(cls) -> tuple[str, ...]:
 # The option-dict key that selects the mode of an adaptive method (it is no dataclass field: a
 # dataclass instance says its mode by its type).
 MODE_KEY = "adaptive"
-# Keys of the implicit methods' stage solver: for an explicit method accepted, with the warning
-# torchdiffeq gives to any key a method does not use (torchdiffeq's own is max_iters).
-_FOREIGN_KEYS = ("max_iters", "jacobian", "newton_tol")
+# Keys that only some methods use (the iteration limit and order of the implicit and multistep
+# methods, the implicit stage solver's Jacobian and tolerance): accepted by the others with the
+# warning torchdiffeq gives to any key a method does not use (torchdiffeq's own are max_iters
+# and max_order).
+_FOREIGN_KEYS = ("max_iters", "max_order", "jacobian", "newton_tol")
 
 
 def uses_fixed_grid(adaptive_method: bool, options: Mapping[str, Any] | None) -> bool:
@@ -257,20 +290,28 @@ def _dtype(value) -> torch.dtype:
 
 
 def parse_options(
-    options: Mapping[str, Any] | None, *, fixed_grid: bool, method: str, implicit: bool = False
+    options: Mapping[str, Any] | None, *, fixed_grid: bool, method
 ) -> AdaptiveOptions | FixedGridOptions:
-    """Validate an option dict and return the typed options for the solve's mode
-    (``implicit``: the method is an implicit one, which adds the stage solver's options)."""
+    """Validate an option dict and return the typed options for the solve's mode.
+
+    ``method``: the method (registry entry) or its name. The option class follows the method's
+    family: an implicit Runge-Kutta tableau adds its stage solver's options
+    (:class:`ImplicitAdaptiveOptions`, :class:`ImplicitFixedGridOptions`), an Adams method has
+    :class:`AdamsOptions`."""
+    if isinstance(method, AdamsMethod):
+        grid_cls, adaptive_cls = AdamsOptions, AdaptiveOptions
+    elif isinstance(method, ImplicitTableau):
+        grid_cls, adaptive_cls = ImplicitFixedGridOptions, ImplicitAdaptiveOptions
+    else:
+        grid_cls, adaptive_cls = FixedGridOptions, AdaptiveOptions
+    method = getattr(method, "name", method)
     if options is None:
         options = {}
     if isinstance(options, AdaptiveOptions | FixedGridOptions):
         options = {name: getattr(options, name) for name in _field_names(type(options))}
     if not isinstance(options, Mapping):
         raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
-    if implicit:
-        cls = ImplicitFixedGridOptions if fixed_grid else ImplicitAdaptiveOptions
-    else:
-        cls = FixedGridOptions if fixed_grid else AdaptiveOptions
+    cls = grid_cls if fixed_grid else adaptive_cls
     valid = _field_names(cls)
     mode_value = options.get(MODE_KEY, not fixed_grid)
     if not isinstance(mode_value, bool):
@@ -288,7 +329,7 @@ def parse_options(
         n = kw["max_num_steps"]
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"options['max_num_steps'] must be a positive int, got {n!r}")
-    if implicit:
+    if issubclass(cls, (ImplicitAdaptiveOptions, ImplicitFixedGridOptions)):
         _implicit_options(kw)
     if fixed_grid:
         if kw.get("step_size") is not None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from node.adams import integrate_adams
 from node.adaptive import integrate_adaptive
 from node.callbacks import StepCallbacks, warn_uncalled
 from node.complex_state import ComplexView, complex_view_of
@@ -15,7 +16,8 @@ from node.implicit_runge_kutta import ImplicitRKStep, implicit_coefficients
 from node.implicit_tableau import ImplicitTableau
 from node.inputs import check_func, check_times
 from node.jacobian import JacobianStructure
-from node.methods import get_tableau
+from node.methods import Method, get_tableau
+from node.multistep import AdamsMethod
 from node.newton import ChordNewton, NewtonSettings
 from node.norms import FlatNorm, mixed_rms_norm, rms_norm
 from node.options import AdaptiveOptions, FixedGridOptions, parse_options, uses_fixed_grid
@@ -23,7 +25,6 @@ from node.progress import ProgressBar
 from node.runge_kutta import BufferedRKStep, RKCoefficients, coefficients, rk_step
 from node.solution import Integration
 from node.state import FlatVectorField, StateLayout, check_not_both_zero
-from node.tableau import ButcherTableau
 from node.tolerance import ErrorScale
 
 
@@ -35,7 +36,8 @@ class Problem:
     layout: StateLayout
     direction: float
     taus: list[float]
-    tableau: ButcherTableau | ImplicitTableau
+    # an explicit or implicit Runge-Kutta tableau, or an Adams method (no tableau, its own loop)
+    tableau: Method
     options: AdaptiveOptions | FixedGridOptions
     rtol: object
     atol: object
@@ -97,7 +99,7 @@ class Problem:
             return ErrorScale(self.rtol, self.atol, norm, homogeneous=homogeneous)
         view = self.complex_view
         magnitude = torch.abs if view is None else view.magnitude
-        user_norm = self.options.norm
+        user_norm = getattr(self.options, "norm", None)  # fixed-grid options have none
         if user_norm is not None:
             layout = self.layout
 
@@ -149,6 +151,9 @@ class Problem:
 
     def _integrate(self, f, y0_flat, *, step, norm, norm_homogeneous, first_step,
                    callback_suffix, observer, k0, tape, progress=None) -> Integration:
+        if isinstance(self.tableau, AdamsMethod):
+            return self._integrate_adams(f, y0_flat, norm, norm_homogeneous, callback_suffix,
+                                         observer, k0, progress)
         co = self.coefficients()
         owner = self.func if self.callback_owner is None else self.callback_owner
         callbacks = StepCallbacks.of(owner, f, callback_suffix)
@@ -174,6 +179,17 @@ class Problem:
                 setattr(run.stats, name, value)
         return run
 
+    def _integrate_adams(self, f, y0_flat, norm, norm_homogeneous, callback_suffix, observer,
+                         k0, progress) -> Integration:
+        """The multistep loop (no tape: the checkpoint mode checkpoints ``f`` instead)."""
+        owner = self.func if self.callback_owner is None else self.callback_owner
+        callbacks = StepCallbacks.of(owner, f, callback_suffix)
+        grid = make_grid(self.taus, self.options, self.direction, self._constructor_args)
+        # the implicit corrector's convergence test uses the solve's tolerances and norm
+        errors = self.error_scale(norm, norm_homogeneous) if self.tableau.implicit else None
+        return integrate_adams(f, y0_flat, self.taus, grid, self.tableau, self.options, errors,
+                               callbacks, k0=k0, observer=observer, progress=progress)
+
     def _constructor_args(self) -> tuple:
         return (self.func, self.y0, self.t)
 
@@ -192,8 +208,7 @@ def make_problem(func, y0, t, *, method, rtol, atol, options) -> Problem:
     check_not_both_zero(rtol_flat, atol_flat, rtol, atol)
     tableau = get_tableau(method)
     fixed = uses_fixed_grid(tableau.adaptive, options)
-    opts = parse_options(options, fixed_grid=fixed, method=tableau.name,
-                         implicit=isinstance(tableau, ImplicitTableau))
+    opts = parse_options(options, fixed_grid=fixed, method=tableau)
     warn_uncalled(func, tableau.name, fixed)
     taus = [direction * float(v) for v in t.detach().tolist()]
     return Problem(func, y0, t, layout, direction, taus, tableau, opts, rtol_flat, atol_flat,

@@ -43,7 +43,7 @@ _OPTIONS = ("solver", "first_step", "min_step", "max_step", "dtype")
 _IGNORED = (
     {f.name for f in AdaptiveOptions.__dataclass_fields__.values()}
     | {f.name for f in FixedGridOptions.__dataclass_fields__.values()}
-    | {"adaptive", "max_iters", "eps"}
+    | {"adaptive", "max_iters", "max_order", "eps"}
 ) - set(_OPTIONS)
 _CALLBACKS = ("callback_step", "callback_accept_step", "callback_reject_step")
 

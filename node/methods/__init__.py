@@ -1,8 +1,9 @@
-"""The method registry: every Runge-Kutta method by name, as tableau data.
+"""The method registry: every method by name; the Runge-Kutta methods as tableau data.
 
 Each module in this package defines one ``TABLEAU``: a :class:`~node.ButcherTableau` (explicit
 family) or an :class:`~node.ImplicitTableau` (implicit family); users add their own with
-:func:`register_method`.
+:func:`register_method`. The multistep family (Adams) has no tableau: its entries are
+:class:`~node.multistep.AdamsMethod` descriptors, run by their own loop (:mod:`node.adams`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 from importlib import import_module
 
 from node.implicit_tableau import ImplicitTableau
+from node.multistep import ADAMS_METHODS, AdamsMethod
 from node.tableau import ButcherTableau
 
 Tableau = ButcherTableau | ImplicitTableau
+Method = Tableau | AdamsMethod  # what the registry holds
 
 _BUILTIN = (
     "euler",
@@ -39,9 +42,10 @@ _BUILTIN = (
     "kvaerno5",
 )
 
-_REGISTRY: dict[str, Tableau] = {
+_REGISTRY: dict[str, Method] = {
     name: import_module(f"node.methods.{name}").TABLEAU for name in _BUILTIN
 }
+_REGISTRY.update(ADAMS_METHODS)
 
 
 def register_method(tableau: Tableau, *, overwrite: bool = False) -> None:
@@ -61,9 +65,10 @@ def available_methods() -> list[str]:
     return list(_REGISTRY)
 
 
-def get_tableau(method: str | Tableau | None) -> Tableau:
-    """Look a method up by name (``None`` means ``"dopri5"``, as in torchdiffeq)."""
-    if isinstance(method, (ButcherTableau, ImplicitTableau)):
+def get_tableau(method: str | Method | None) -> Method:
+    """Look a method up by name (``None`` means ``"dopri5"``, as in torchdiffeq): the tableau
+    of a Runge-Kutta method, the :class:`~node.multistep.AdamsMethod` of a multistep one."""
+    if isinstance(method, (ButcherTableau, ImplicitTableau, AdamsMethod)):
         return method
     if method is None:
         method = "dopri5"
