@@ -118,7 +118,7 @@ def run_node(p, method: str, runs: int, options: dict | None = None, label: str 
     sol, cpu = _cpu(solve, runs)
     stats = sol.stats
     jac = options.get("jacobian", options.get("solver", ""))
-    note = "" if sol.success else f"failed: {sol.message[:160]}"
+    note = "" if sol.success else _failure_note(sol)
     error = relative_error(sol.ys[-1].numpy(), p.reference, p.atol) if sol.success else None
     njev = _first(stats, JAC_KEYS)
     return _record(p.name, label, "autograd" if jac in ("dense", "batch") else str(jac),
@@ -197,12 +197,19 @@ def run_batch(batch: int, runs: int, log):
     rec = dict(case=f"ROBER batch {batch}", solver="node kvaerno5, jacobian='batch'",
                steps=sol.stats.get("n_steps"), nfe=sol.stats.get("nfe"), cpu_s=cpu_node,
                jacobians=_first(sol.stats, JAC_KEYS), lu=_first(sol.stats, LU_KEYS),
-               note="" if sol.success else f"failed: {sol.message[:160]}")
+               note="" if sol.success else _failure_note(sol))
     if sol.success:
         diff = np.abs(sol.ys[-1].numpy() - ends_scipy) / (np.abs(ends_scipy) + np.array(atol))
         rec["max_rel_diff_vs_scipy"] = float(diff.max())
     records.append(rec)
     return records, cpu_node / cpu_scipy if sol.success else None
+
+
+def _failure_note(sol) -> str:
+    """A failed node solve in a few words: where it stopped, and whether it was diagnosed stiff."""
+    where = sol.message.split("; ")[1] if "; " in sol.message else sol.message
+    stiff = "; diagnosed: appears stiff" if "appears stiff" in sol.message else ""
+    return f"failed ({sol.status}): {where.split(' after')[0]}{stiff}"
 
 
 def _fmt(v, kind=""):
