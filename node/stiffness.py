@@ -13,7 +13,7 @@ The diagnosis runs once, when an adaptive explicit solve has failed (step budget
 size underflow), and costs nothing while the solve runs. At the failure point ``(t, y)`` it
 estimates the dominant eigenvalue of ``J`` by power iteration, each product ``J v`` a forward
 difference ``(f(y + d v) - f(y)) / d`` (one call of ``func``; no autograd, so any ``func`` works;
-about 25 calls in all). The problem is called stiff when
+about 26 calls in all). The problem is called stiff when
 
 * ``h * rho >= 0.5 * B``: the step in use is at (or near) the stability limit set by the
   spectral radius estimate ``rho`` (a step chosen for accuracy is far inside it, ``h rho`` well
@@ -23,10 +23,18 @@ about 25 calls in all). The problem is called stiff when
   fast *oscillation* (eigenvalues near the imaginary axis) is not stiffness: an implicit method
   would have to resolve it too, so no stiff method is suggested for it.
 
-Neither test alone would do: a long horizon or an oscillatory problem exhausts the budget with a
-step far inside the stability region (first test), and a step collapse at a singularity or a
-discontinuity has ``h rho`` far below ``B``. Both are a strong signal together; the estimate is
-an estimate, so the message says "appears stiff" and states the numbers it rests on.
+* the solution is slow next to that mode: ``rho * ||y/s|| / ||f(y)/s|| >= 10`` with ``s = atol +
+  rtol |y|`` (the stiffness ratio, measured at the failure point in the error test's units).
+
+No test alone would do: a long horizon or an oscillatory problem exhausts the budget with a step
+far inside the stability region (first test) or an imaginary dominant eigenvalue (second); a
+loose-tolerance solve of a non-stiff problem can reach the boundary with a real eigenvalue while
+the solution moves at that eigenvalue's pace (third). A collapse of the step at a blow-up has
+``q > 0``. Together they are a strong signal; the estimate is an estimate, so the message says
+"appears stiff" and states the numbers it rests on. Known limits: a loose-tolerance solve that
+has blown up (ROBER at rtol 1e-3 with dopri5: the state goes negative and explodes, the step
+underflows) is not diagnosed; a numerical solution that has settled on an equilibrium with a
+real dominant eigenvalue at a loose tolerance (Lorenz at rtol 1e-2 near C+) can be.
 """
 
 from __future__ import annotations
