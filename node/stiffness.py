@@ -21,8 +21,7 @@ about 26 calls in all). The problem is called stiff when
 * the Rayleigh quotient ``<v, J v>`` of the converged vector is ``<= -0.5 * rho``: the dominant
   mode decays (a real negative eigenvalue, or a complex pair of large negative real part). A
   fast *oscillation* (eigenvalues near the imaginary axis) is not stiffness: an implicit method
-  would have to resolve it too, so no stiff method is suggested for it.
-
+  would have to resolve it too, so no stiff method is suggested for it; and
 * the solution is slow next to that mode: ``rho * ||y/s|| / ||f(y)/s|| >= 10`` with ``s = atol +
   rtol |y|`` (the stiffness ratio, measured at the failure point in the error test's units).
 
