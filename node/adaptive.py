@@ -95,7 +95,7 @@ def integrate_adaptive(
         if stats.n_steps >= max_num_steps:
             return _fail(result, Status.MAX_STEPS, tau, h_tau,
                          f"max_num_steps={max_num_steps} steps taken before reaching the last "
-                         f"output time {direction * taus[-1]:.10g}")
+                         f"output time {direction * taus[-1]:.10g}", y)
         tau1 = tau + h_tau
         on_jump = False
         landed = False
@@ -110,7 +110,7 @@ def integrate_adaptive(
             status = Status.NOT_CONVERGED if newton_note else Status.STEP_TOO_SMALL
             return _fail(result, status, tau, h_tau,
                          f"step size {h_tau:.3g} underflows at t={direction * tau:.10g}"
-                         + newton_note)
+                         + newton_note, y)
         h = direction * h_eff
         if callbacks is not None:
             callbacks.step(tau, y, h)
@@ -232,6 +232,7 @@ def _non_finite_cause(k0: torch.Tensor, y: torch.Tensor) -> str:
     return ""
 
 
-def _fail(result: Integration, status: Status, tau: float, h: float, cause: str) -> Integration:
-    result.status, result.tau, result.h, result.cause = status, tau, h, cause
+def _fail(result: Integration, status: Status, tau: float, h: float, cause: str,
+          y: torch.Tensor | None = None) -> Integration:
+    result.status, result.tau, result.h, result.cause, result.y = status, tau, h, cause, y
     return result

@@ -11,6 +11,7 @@ from node.errors import SolverError, Status
 from node.problem import Problem
 from node.solution import Integration, Solution
 from node.state import FlatVectorField
+from node.stiffness import stiffness_hint
 
 OnFailure = Literal["raise", "return"]
 ON_FAILURE = ("raise", "return")
@@ -38,6 +39,22 @@ def finish(
             f"{run.cause}; solve stopped at t={t_reached:.10g} with step size {run.h:.6g} "
             f"after {run.stats.n_steps} steps ({n} of {t.numel()} output times reached)"
         )
+        hint = failure_hint(problem, run, f)
+        if hint:
+            solution.message += "; " + hint
         if on_failure == "raise":
             raise SolverError(run.status, t_reached, run.h, solution.message, solution)
     return solution
+
+
+def failure_hint(problem: Problem, run: Integration, f: FlatVectorField) -> str:
+    """Why an adaptive explicit solve ran out of steps, when it looks like stiffness (see
+    :mod:`node.stiffness`); "" otherwise. Evaluates ``func`` a few dozen times, after ``f.nfe``
+    was read into the statistics."""
+    if problem.fixed_grid or run.status not in (Status.MAX_STEPS, Status.STEP_TOO_SMALL):
+        return ""
+    if run.y is None:
+        return ""
+    errors = problem.error_scale()
+    scale = errors.scale(errors.magnitude(run.y.detach()))
+    return stiffness_hint(f, problem.tableau, run.tau, run.y, run.h, scale)

@@ -54,6 +54,7 @@ class Integration:
     cause: str = ""
     tau: float = 0.0  # solver time reached
     h: float = 0.0  # on success the proposed next step, on failure the step that failed
+    y: torch.Tensor | None = None  # on failure of an adaptive solve: the state at tau
 
 
 @dataclass
