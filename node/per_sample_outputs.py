@@ -38,8 +38,6 @@ class DenseOutputs:
         device = y0.device
         polys = dense_polynomials(tableau) if self.n_out > 1 else ((0.0,),) * stages
         self.polys_t = torch.tensor(polys, dtype=torch.float64, device=device).T  # [P, S]
-        self.powers = torch.arange(1, self.polys_t.shape[0] + 1, dtype=torch.float64,
-                                   device=device)
         self.stages = stages
         self.samples = torch.arange(self.batch, device=device)[:, None]
         self.lo = torch.ones(self.batch, dtype=torch.long, device=device)  # next output index
@@ -93,16 +91,19 @@ class DenseOutputs:
         # Invalid entries (past a sample's outputs in this chunk) get theta 0: finite weights,
         # so that no NaN reaches a gradient through them; they are dropped in finish().
         theta = torch.where(valid, (tq - tau0) / (tau1 - tau0), 0.0)
-        weights = (theta[..., None] ** self.powers) @ self.polys_t  # [B, W, S]
-        h = torch.stack([r[2] for r in records], 1).gather(1, m)
-        ys = torch.stack([r[3] for r in records]).view(M, B, N)[m, self.samples]  # [B, W, N]
-        ks = torch.stack([r[4] for r in records]).view(M, S, B, N).permute(0, 2, 1, 3)
-        ks = ks[m, self.samples]  # [B, W, S, N]
+        powers = theta[..., None].expand(B, width, self.polys_t.shape[0]).cumprod(-1)
+        weights = (powers @ self.polys_t).view(B * width, 1, S)  # b_i(theta)
+        h = torch.stack([r[2] for r in records], 1).gather(1, m).view(B * width, 1)
+        # Rows (m, b) of the records, with M and B adjacent so that one index_select gathers.
+        rows = (m * B + self.samples).view(-1)
+        ys = torch.stack([r[3] for r in records]).view(M * B, N).index_select(0, rows)
+        ks = torch.stack([r[4].view(S, B, N) for r in records], 1).view(S, M * B, N)
+        ks = ks.index_select(1, rows).transpose(0, 1)  # [B * W, S, N]
         dtype = ys.dtype
-        increment = (weights.to(dtype).unsqueeze(2) @ ks).squeeze(2)
-        vals = torch.addcmul(ys, h.to(dtype)[..., None], increment)
+        increment = torch.bmm(weights.to(dtype), ks).view(B * width, N)
+        vals = torch.addcmul(ys, h.to(dtype), increment)
         self.rows.append((j * B + self.samples).reshape(-1))
-        self.vals.append(vals.reshape(-1, N))
+        self.vals.append(vals)
         self.valid.append(valid.reshape(-1))
 
     def finish(self) -> torch.Tensor:

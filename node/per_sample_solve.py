@@ -58,8 +58,8 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
     ``gradient``/``on_failure`` names)."""
     check_func(func)
     if gradient != "direct":
-        raise ValueError(f"per_sample=True supports gradient='direct' only (so far), got "
-                         f"gradient={gradient!r}")
+        raise ValueError(f"per-sample solving (per_sample=True or t of shape [B, T]) supports "
+                         f"gradient='direct' only (so far), got gradient={gradient!r}")
     if any(a is not None for a in adjoint_args):
         raise ValueError("adjoint_* arguments need gradient='adjoint', which per_sample=True "
                          "does not support yet")
@@ -117,8 +117,10 @@ def _finish(run, inputs, opts, on_failure) -> PerSampleSolution:
              "n_rejected": n_rejected, "n_calls": run.calls, "n_iterations": run.iterations}
     codes = run.status.tolist()
     sample_status = [CODES[c] for c in codes]
+    # On success the last output time; on failure the time the sample got to (the start of
+    # the step that failed).
     direction = inputs.direction
-    t_reached = run.tau * direction
+    t_reached = torch.where(run.status == 0, inputs.taus[:, -1], run.tau) * direction
     failed = [b for b, c in enumerate(codes) if c]
     solution = PerSampleSolution(ts=inputs.t, ys=ys, stats=stats,
                                  sample_status=sample_status, sample_t=t_reached, failed=failed)
