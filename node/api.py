@@ -26,6 +26,8 @@ from node.events import solve_until_event
 from node.gradient_modes import Gradient, check_modes, solve_problem
 from node.options import progress_option
 from node.outcome import OnFailure
+from node.per_sample_inputs import wants_per_sample
+from node.per_sample_solve import solve_per_sample
 from node.problem import make_problem
 from node.scipy_solver import METHOD as SCIPY_METHOD
 from node.scipy_solver import no_gradient_message, solve_scipy
@@ -50,6 +52,7 @@ def solve(
     adjoint_options: dict[str, Any] | None = None,
     on_failure: OnFailure = "raise",
     progress: bool | float | None = None,
+    per_sample: bool = False,
 ) -> Solution:
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``, and report how it went.
 
@@ -89,6 +92,13 @@ def solve(
     Returns:
         A :class:`~node.Solution` with ``ys`` of shape ``[len(t), *y0.shape]``.
     """
+    if wants_per_sample(per_sample, t):
+        check_modes(gradient, on_failure)
+        return solve_per_sample(
+            func, y0, t, method=method, rtol=rtol, atol=atol, options=options,
+            gradient=gradient, on_failure=on_failure, progress=progress,
+            adjoint_args=(adjoint_params, adjoint_rtol, adjoint_atol, adjoint_method,
+                          adjoint_options))
     view = ComplexView.of(y0)
     if view is not None:
         try:
@@ -147,6 +157,7 @@ def odeint(
     method: str | None = None,
     options: dict[str, Any] | None = None,
     event_fn: Callable | None = None,
+    per_sample: bool = False,
 ):
     """Integrate ``dy/dt = func(t, y)`` from ``y(t[0]) = y0``; drop-in for torchdiffeq's ``odeint``.
 
@@ -158,6 +169,10 @@ def odeint(
     With ``event_fn``, ``t`` must hold two times of which only ``t[0]`` is used; the solve stops
     where ``event_fn(t, y)`` crosses zero and ``(event_t, ys)`` is returned (see
     :func:`node.odeint_event`).
+
+    ``per_sample=True`` (or ``t`` of shape ``[B, T]``) solves every sample of the leading batch
+    dimension with its own step sizes (see :func:`node.solve`); ``func`` then receives ``t`` of
+    shape ``[B, 1, ..., 1]``, and the result is ``[T, B, ...]``.
 
     As in torchdiffeq: ``y0`` may be complex (time stays real; see :mod:`node.complex_state`);
     ``func`` may return another floating dtype than the state's (it is cast to the state's);
@@ -173,10 +188,14 @@ def odeint(
             an ``AssertionError``, so code written for torchdiffeq that catches those works.
     """
     if event_fn is not None:
+        if wants_per_sample(per_sample, t):
+            raise ValueError("odeint with event_fn does not take per_sample=True or a [B, T] t "
+                             "(per-sample events: node.odeint_event(..., per_sample=True))")
         return solve_until_event(
             func, y0, t, event_fn=event_fn, rtol=rtol, atol=atol, method=method, options=options
         )
-    return solve(func, y0, t, method=method, rtol=rtol, atol=atol, options=options).ys
+    return solve(func, y0, t, method=method, rtol=rtol, atol=atol, options=options,
+                 per_sample=per_sample).ys
 
 
 def odeint_adjoint(

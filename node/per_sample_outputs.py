@@ -1,0 +1,122 @@
+"""Dense output of the per-sample loop, located and evaluated on the device.
+
+Each sample has its own output times ``taus[b]`` (solver time, increasing). The loop records
+every iteration (start and end time of each sample, its signed step, start state and stage
+matrix); every ``chunk`` iterations (and at the end) the outputs passed in those iterations are
+found with ``searchsorted`` and interpolated with the tableau's polynomials
+(:mod:`node.interpolation`), for all samples at once:
+
+    m      = first iteration of the chunk whose end time is >= the output time   (accepted)
+    theta  = (tau_out - tau0_m) / (tau1_m - tau0_m)
+    y(out) = y0_m + h_m * sum_i b_i(theta) k_i^(m)
+
+So no host synchronisation is spent on output times, except the size of the window of outputs
+per chunk (folded into the loop's own per-iteration synchronisation) and one at the very end.
+Outputs that a failed sample never reached stay NaN. Chunking bounds the memory the records
+hold when no autograd graph keeps them anyway.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from node.interpolation import dense_polynomials
+from node.tableau import ButcherTableau
+
+_CHUNK_BYTES = 2**25  # the stage matrices of one chunk of records, at most (about 32 MiB)
+_MAX_CHUNK = 64
+
+
+class DenseOutputs:
+    def __init__(self, taus: torch.Tensor, y0: torch.Tensor, tableau: ButcherTableau,
+                 stages: int) -> None:
+        self.taus = taus.contiguous()
+        self.batch, self.n_out = taus.shape
+        self.numel = y0.shape[1]
+        device = y0.device
+        polys = dense_polynomials(tableau) if self.n_out > 1 else ((0.0,),) * stages
+        self.polys_t = torch.tensor(polys, dtype=torch.float64, device=device).T  # [P, S]
+        self.stages = stages
+        self.samples = torch.arange(self.batch, device=device)[:, None]
+        self.lo = torch.ones(self.batch, dtype=torch.long, device=device)  # next output index
+        self.rows = [self.samples.reshape(-1)]  # output 0 is y0 (row j * B + b of [T * B, N])
+        self.vals = [y0]
+        self.valid = [torch.ones(self.batch, dtype=torch.bool, device=device)]
+        self.n_steps = torch.zeros(self.batch, dtype=torch.long, device=device)
+        self.n_accepted = torch.zeros_like(self.n_steps)
+        row_bytes = stages * y0.numel() * y0.element_size()
+        self.chunk = max(1, min(_MAX_CHUNK, _CHUNK_BYTES // max(row_bytes, 1)))
+        self._records: list[tuple] = []
+        self._ends = None
+        self._hi = None
+
+    def record(self, tau0, tau1, h, y, K, active, accepted) -> None:
+        """One iteration: start and end times ``[B]`` (end = start if not accepted), the signed
+        step ``h`` in user time, the start state, the stage matrix ``[S, B * N]``, the masks."""
+        self._records.append((tau0, tau1, h, y, K, active, accepted))
+
+    def due(self) -> bool:
+        return len(self._records) >= self.chunk
+
+    def window(self) -> torch.Tensor:
+        """The largest number of outputs any sample passed in the recorded iterations (a 0-d
+        device tensor, to read with the loop's synchronisation); then :meth:`flush`."""
+        self._ends = torch.stack([r[1] for r in self._records], 1)  # [B, M]
+        self._hi = torch.searchsorted(self.taus, self._records[-1][1][:, None],
+                                     right=True).squeeze(1)
+        return (self._hi - self.lo).max()
+
+    def flush(self, width: int) -> None:
+        """Evaluate the outputs of the recorded iterations (``width`` from :meth:`window`)."""
+        records, ends, hi = self._records, self._ends, self._hi
+        active = torch.stack([r[5] for r in records])
+        self.n_steps += active.sum(0)
+        self.n_accepted += (active & torch.stack([r[6] for r in records])).sum(0)
+        if width > 0:
+            self._interpolate(records, ends, hi, width)
+        self.lo = hi
+        self._records, self._ends, self._hi = [], None, None
+
+    def _interpolate(self, records, ends, hi, width: int) -> None:
+        B, N, S, M = self.batch, self.numel, self.stages, len(records)
+        j = self.lo[:, None] + torch.arange(width, device=hi.device)
+        valid = j < hi[:, None]
+        j = j.clamp_max(self.n_out - 1)
+        tq = self.taus.gather(1, j)  # [B, W]
+        m = torch.searchsorted(ends, tq).clamp_max(M - 1)
+        starts = torch.stack([r[0] for r in records], 1)
+        tau0, tau1 = starts.gather(1, m), ends.gather(1, m)
+        # Invalid entries (past a sample's outputs in this chunk) get theta 0: finite weights,
+        # so that no NaN reaches a gradient through them; they are dropped in finish().
+        theta = torch.where(valid, (tq - tau0) / (tau1 - tau0), 0.0)
+        powers = theta[..., None].expand(B, width, self.polys_t.shape[0]).cumprod(-1)
+        weights = (powers @ self.polys_t).view(B * width, 1, S)  # b_i(theta)
+        h = torch.stack([r[2] for r in records], 1).gather(1, m).view(B * width, 1)
+        # Rows (m, b) of the records, with M and B adjacent so that one index_select gathers.
+        rows = (m * B + self.samples).view(-1)
+        ys = torch.stack([r[3] for r in records]).view(M * B, N).index_select(0, rows)
+        ks = torch.stack([r[4].view(S, B, N) for r in records], 1).view(S, M * B, N)
+        ks = ks.index_select(1, rows).transpose(0, 1)  # [B * W, S, N]
+        dtype = ys.dtype
+        increment = torch.bmm(weights.to(dtype), ks).view(B * width, N)
+        vals = torch.addcmul(ys, h.to(dtype), increment)
+        self.rows.append((j * B + self.samples).reshape(-1))
+        self.vals.append(vals)
+        self.valid.append(valid.reshape(-1))
+
+    def finish(self) -> torch.Tensor:
+        """All outputs as ``[T, B * N]`` (NaN where a sample never got); flushes what is left."""
+        if self._records:
+            self.flush(int(self.window()))
+        valid = torch.cat(self.valid)
+        keep = valid.nonzero().squeeze(1)
+        rows = torch.cat(self.rows)[keep]
+        vals = torch.cat(self.vals)[keep]
+        out = vals.new_full((self.n_out * self.batch, self.numel), math.nan)
+        return out.index_copy(0, rows, vals).view(self.n_out, self.batch * self.numel)
+
+    def counts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attempts and accepted steps of each sample (after :meth:`finish`)."""
+        return self.n_steps, self.n_accepted

@@ -1,0 +1,159 @@
+"""``solve(..., per_sample=True)``: checks, the per-sample loop, and the per-sample result.
+
+A failing sample is frozen and the others go on (:mod:`node.per_sample`); at the end
+``on_failure="raise"`` raises one :class:`~node.SolverError` naming every failing sample, its
+time and cause, and ``"return"`` returns the :class:`PerSampleSolution` with NaN at the output
+times a failed sample never reached.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+from node.callbacks import _NAMES as CALLBACK_NAMES
+from node.errors import SolverError, Status
+from node.inputs import check_func
+from node.methods import get_tableau
+from node.options import parse_options, uses_fixed_grid
+from node.per_sample import CODES, SampleErrorScale, SampleField, integrate_per_sample
+from node.per_sample_inputs import check_sample_inputs
+from node.runge_kutta import coefficients
+from node.solution import Solution
+from node.tableau import ButcherTableau
+
+_LISTED = 10  # failing samples named in a message
+
+
+@dataclass
+class PerSampleSolution(Solution):
+    """The result of a per-sample solve.
+
+    Attributes (besides :class:`~node.Solution`'s):
+        ys: ``[T, B, ...]`` (time first); NaN at the output times a failed sample never reached.
+        ts: ``t`` as given (``[T]`` or ``[B, T]``).
+        stats: ``nfe``, ``n_steps``, ``n_accepted``, ``n_rejected`` as ``[B]`` tensors (the
+            work each sample took part in, as if solved alone), plus ``n_calls`` (batched
+            ``func`` calls) and ``n_iterations`` (loop iterations) as ints.
+        status: ``SUCCESS`` if every sample succeeded, else the status of the first that failed.
+        sample_status: one :class:`~node.Status` per sample.
+        sample_t: ``[B]`` the time each sample reached (its last output time on success).
+        failed: indices of the samples that failed.
+    """
+
+    sample_status: list[Status] = field(default_factory=list)
+    sample_t: torch.Tensor | None = None
+    failed: list[int] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return not self.failed
+
+
+def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_failure,
+                     progress, adjoint_args) -> PerSampleSolution:
+    """:func:`node.solve` with ``per_sample=True`` (arguments as there, already checked for
+    ``gradient``/``on_failure`` names)."""
+    check_func(func)
+    if gradient != "direct":
+        raise ValueError(f"per-sample solving (per_sample=True or t of shape [B, T]) supports "
+                         f"gradient='direct' only (so far), got gradient={gradient!r}")
+    if any(a is not None for a in adjoint_args):
+        raise ValueError("adjoint_* arguments need gradient='adjoint', which per_sample=True "
+                         "does not support yet")
+    if progress:
+        raise ValueError("progress is not supported with per_sample=True (yet)")
+    inputs = check_sample_inputs(y0, t, rtol, atol)
+    if isinstance(t, torch.Tensor) and t.requires_grad and torch.is_grad_enabled():
+        raise ValueError("per_sample=True does not differentiate with respect to t (yet); got t "
+                         "with requires_grad=True (pass t.detach())")
+    tableau = get_tableau(method)
+    if not isinstance(tableau, ButcherTableau):
+        raise ValueError(f"per_sample=True needs an explicit Runge-Kutta method, got "
+                         f"method={getattr(tableau, 'name', method)!r}")
+    if uses_fixed_grid(tableau.adaptive, options):
+        raise ValueError(f"per_sample=True needs an adaptive method (an embedded pair such as "
+                         f"'dopri5'); method {tableau.name!r} runs on a fixed grid here, which "
+                         "per-sample solves do not support yet")
+    opts = parse_options(options, fixed_grid=False, method=tableau.name)
+    _check_options(opts)
+    hooks = [n for n in CALLBACK_NAMES if getattr(func, n, None) is not None]
+    if hooks:
+        warnings.warn(f"func's {', '.join(hooks)} are not called by per-sample solves",
+                      UserWarning, stacklevel=3)
+    layout = inputs.layout
+    co = coefficients(tableau, layout.dtype, layout.device)
+    errors = SampleErrorScale(inputs.rtol, inputs.atol, inputs.batch, inputs.numel,
+                              layout.dtype, layout.device)
+    f = SampleField(func, layout, opts.dtype)
+    run = integrate_per_sample(f, y0, inputs.taus, inputs.direction, co, opts, errors)
+    return _finish(run, inputs, opts, on_failure)
+
+
+def _check_options(opts) -> None:
+    unsupported = []
+    if opts.step_t:
+        unsupported.append("step_t")
+    if opts.jump_t:
+        unsupported.append("jump_t")
+    if opts.norm is not None:
+        unsupported.append("norm")
+    if opts.controller != "integral":
+        unsupported.append(f"controller={opts.controller!r}")
+    if opts.progress:
+        unsupported.append("progress")
+    if unsupported:
+        raise ValueError(f"option(s) {unsupported} are not supported with per_sample=True (yet); "
+                         "each sample's error is the RMS over its own elements")
+
+
+def _finish(run, inputs, opts, on_failure) -> PerSampleSolution:
+    y0_shape = inputs.layout.shapes[0]
+    ys = run.ys.view(run.ys.shape[0], *y0_shape)
+    n_rejected = run.n_steps - run.n_accepted
+    stats = {"nfe": run.nfe, "n_steps": run.n_steps, "n_accepted": run.n_accepted,
+             "n_rejected": n_rejected, "n_calls": run.calls, "n_iterations": run.iterations}
+    codes = run.status.tolist()
+    sample_status = [CODES[c] for c in codes]
+    # On success the last output time; on failure the time the sample got to (the start of
+    # the step that failed).
+    direction = inputs.direction
+    t_reached = torch.where(run.status == 0, inputs.taus[:, -1], run.tau) * direction
+    failed = [b for b, c in enumerate(codes) if c]
+    solution = PerSampleSolution(ts=inputs.t, ys=ys, stats=stats,
+                                 sample_status=sample_status, sample_t=t_reached, failed=failed)
+    if not failed:
+        return solution
+    first = failed[0]
+    solution.status = sample_status[first]
+    causes = [_cause(run, inputs, opts, b) for b in failed[:_LISTED]]
+    more = f"; and {len(failed) - _LISTED} more" if len(failed) > _LISTED else ""
+    solution.message = (f"{len(failed)} of {inputs.batch} samples failed (the others were "
+                        f"solved): " + "; ".join(causes) + more)
+    if on_failure == "raise":
+        error = SolverError(solution.status, float(t_reached[first]), float(run.h[first]),
+                            solution.message, solution)
+        error.samples = failed
+        raise error
+    return solution
+
+
+def _cause(run, inputs, opts, b: int) -> str:
+    code = CODES[int(run.status[b])]
+    t_b = float(run.tau[b] * (inputs.direction if isinstance(inputs.direction, float)
+                              else inputs.direction[b]))
+    h_b = float(run.h[b])
+    if code is Status.MAX_STEPS:
+        what = f"max_num_steps={opts.max_num_steps} steps taken"
+    elif code is Status.STEP_TOO_SMALL:
+        what = f"step size {h_b:.3g} underflows"
+    elif not bool(torch.isfinite(run.y[b]).all()):
+        what = "the state became non-finite"
+    elif not bool(torch.isfinite(run.k0[b]).all()):
+        what = "func returned non-finite values (NaN or inf) at the current state"
+    else:
+        what = ("the step keeps producing non-finite values (overflow or NaN in func) as the "
+                "step size underflows")
+    return f"sample {b}: {code.value} at t={t_b:.10g} ({what})"
