@@ -101,6 +101,12 @@ class StiffKineticsModule(ODEModule):
         check_number("weight_decay", weight_decay, 0.0, strict=False)
         net = MLP(state_dim, check_int("hidden", hidden, 1), state_dim,
                   check_int("n_hidden_layers", n_hidden_layers, 1), activation)
+        # The field starts at zero (constant trajectories): a random field, scaled back to the
+        # species' units and run for 1e5 time units, typically blows up in finite time, so the
+        # first solve would fail. Only the output layer is zeroed; the gradient reaches the
+        # hidden layers from the second step on.
+        nn.init.zeros_(net[-1].weight)
+        nn.init.zeros_(net[-1].bias)
         self.field = ScaledField(net, torch.tensor(scales, dtype=torch.float64))
         self.solver = ODESolver(solver_cfg)
         # Stiff kinetics need float64: the Newton iterations of an implicit solver resolve

@@ -127,7 +127,10 @@ class ImplicitRKStep:
 
     def _jacobian(self, f, tau0, y0):
         # A rejected step is retried from the same state: its Jacobian is reused.
-        key = (tau0, y0.data_ptr(), y0._version, y0.shape)
+        # (inference tensors, as in Lightning's validation, keep no version counter; the loops
+        # never write into a state they step from)
+        version = -1 if y0.is_inference() else y0._version
+        key = (tau0, y0.data_ptr(), version, y0.shape)
         if self._jac_key != key:
             self._jac = self.structure.evaluate(f, tau0, y0)
             self._jac_key = key

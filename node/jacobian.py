@@ -91,8 +91,10 @@ class JacobianStructure:
         self.n_jacobians += 1
         if callable(self.option):
             return self._user(f, tau, y, perturb)
-        with torch.enable_grad():
-            x = y.detach().requires_grad_(True)
+        # Autograd also under torch.inference_mode() (Lightning's validation), where
+        # enable_grad() alone records nothing: the state is copied out of inference mode.
+        with torch.inference_mode(False), torch.enable_grad():
+            x = (y.clone() if y.is_inference() else y.detach()).requires_grad_(True)
             out = f(tau, x, perturb)
             n = out.shape[0]
             if not out.requires_grad:  # func does not depend on y

@@ -218,3 +218,22 @@ def test_implicit_options_validated_and_ignored_by_explicit_methods():
 def test_explicit_stats_unchanged():
     sol = node.solve(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]))
     assert set(sol.stats) == {"nfe", "n_steps", "n_accepted", "n_rejected"}
+
+
+def test_implicit_solve_under_inference_mode():
+    """Lightning validates under torch.inference_mode(): the implicit step must run there."""
+    y0 = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    t = torch.linspace(0.0, 1.0, 3, dtype=torch.float64)
+
+    def stiff(t, y):
+        return -1e3 * (y - torch.cos(t))
+
+    kwargs = dict(method="kvaerno5", rtol=1e-6, atol=1e-9)
+    with torch.inference_mode():
+        inferred = node.solve(stiff, y0, t, **kwargs)
+    with torch.no_grad():
+        reference = node.solve(stiff, y0, t, **kwargs)
+    # the same Newton iterations (a Jacobian that autograd could not build would be zero:
+    # Newton would turn into a fixed-point iteration and fail on this stiff problem)
+    assert inferred.stats == reference.stats
+    assert torch.equal(inferred.ys, reference.ys)
