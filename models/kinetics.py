@@ -40,19 +40,31 @@ from models.components.schedules import check_scheduler
 from models.kinetics_plots import plot_species
 
 OPTIMIZERS = ("sgd", "adam")
+OUTPUTS = ("linear", "exp")
 
 
 class ScaledField(nn.Module):
-    r"""``f(t, y) = s * net(y / s)``: a network on per-species scaled states (see the module
-    docstring); ``s`` is a buffer, saved with the model."""
+    r"""The field on per-species scaled states (module docstring), ``s`` a saved buffer:
 
-    def __init__(self, net: nn.Module, scales: torch.Tensor) -> None:
+    * ``output="linear"``: ``f(t, y) = s * net(y / s)`` (Kim et al.), ``net`` with ``D`` outputs;
+    * ``output="exp"``: ``f(t, y) = s * tanh(u) * exp(v)``, ``[u, v] = net(y / s)`` with ``2 D``
+      outputs: a direction and a log-magnitude per species, so that rates eleven orders of
+      magnitude apart are a linear range of ``v`` and a gradient step changes a rate by a
+      factor rather than by an amount.
+    """
+
+    def __init__(self, net: nn.Module, scales: torch.Tensor, output: str = "linear") -> None:
         super().__init__()
         self.net = net
+        self.output = output
         self.register_buffer("scales", scales)
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.scales * self.net(y / self.scales)
+        out = self.net(y / self.scales)
+        if self.output == "exp":
+            u, v = out.chunk(2, dim=-1)
+            out = torch.tanh(u) * torch.exp(v)
+        return self.scales * out
 
 
 class StiffKineticsModule(ODEModule):
@@ -64,6 +76,8 @@ class StiffKineticsModule(ODEModule):
         hidden: width of the MLP's hidden layers.
         n_hidden_layers: number of hidden layers.
         activation: activation of the MLP (one of :data:`models.components.mlp.ACTIVATIONS`).
+        output: ``"linear"`` or ``"exp"``: how the network's output becomes the rates (see
+            :class:`ScaledField`).
         optimizer, lr, weight_decay, scheduler, lr_milestones, lr_gamma: see
             :meth:`models.base.ODEModule.configure_optimizers`.
         solver: the solve's settings, a :class:`node.SolverConfig` (or a mapping of its fields).
@@ -76,6 +90,7 @@ class StiffKineticsModule(ODEModule):
         hidden: int = 16,
         n_hidden_layers: int = 4,
         activation: str = "gelu",
+        output: str = "linear",
         optimizer: str = "adam",
         lr: float = 5e-3,
         weight_decay: float = 0.0,
@@ -95,11 +110,13 @@ class StiffKineticsModule(ODEModule):
             raise ValueError(f"model.scales must be {state_dim} positive numbers (one per "
                              f"species), got {self.hparams.scales!r}")
         check_choice("activation", activation, sorted(ACTIVATIONS))
+        check_choice("output", output, OUTPUTS)
         check_choice("optimizer", optimizer, OPTIMIZERS)
         check_scheduler(scheduler, lr_milestones, lr_gamma)
         self.lr = check_number("lr", lr, 0.0, strict=True)
         check_number("weight_decay", weight_decay, 0.0, strict=False)
-        net = MLP(state_dim, check_int("hidden", hidden, 1), state_dim,
+        width = state_dim * (2 if output == "exp" else 1)
+        net = MLP(state_dim, check_int("hidden", hidden, 1), width,
                   check_int("n_hidden_layers", n_hidden_layers, 1), activation)
         # The field starts at zero (constant trajectories): a random field, scaled back to the
         # species' units and run for 1e5 time units, typically blows up in finite time, so the
@@ -107,7 +124,7 @@ class StiffKineticsModule(ODEModule):
         # hidden layers from the second step on.
         nn.init.zeros_(net[-1].weight)
         nn.init.zeros_(net[-1].bias)
-        self.field = ScaledField(net, torch.tensor(scales, dtype=torch.float64))
+        self.field = ScaledField(net, torch.tensor(scales, dtype=torch.float64), output)
         self.solver = ODESolver(solver_cfg)
         # Stiff kinetics need float64: the Newton iterations of an implicit solver resolve
         # species 1e-5 apart in scale, and the rates span eleven orders of magnitude.
