@@ -123,6 +123,10 @@ def _failure_status(message: str, last_f: torch.Tensor | None) -> Status:
     return Status.STEP_TOO_SMALL
 
 
+class _NonFiniteTime(Exception):
+    """Raised inside SciPy's loop to stop it (see ``fun`` in :meth:`ScipyProblem.integrate`)."""
+
+
 class _NoGradient(torch.autograd.Function):
     """Identity on the result, tied to the inputs that require gradients; backward raises."""
 
@@ -188,6 +192,10 @@ class ScipyProblem:
         last = {"t": times[0], "f": None}
 
         def fun(tn, yn):
+            if not math.isfinite(tn):
+                # A non-finite derivative made SciPy's step size NaN (its explicit solvers then
+                # retry forever): stop, reporting the last time func was called at.
+                raise _NonFiniteTime
             y = torch.tensor(yn, dtype=layout.dtype, device=layout.device)
             out = f(f.direction * float(tn), y)  # FlatVectorField takes the solver time
             last["t"], last["f"] = float(tn), out
@@ -202,10 +210,16 @@ class ScipyProblem:
             return 1.0
 
         nfe0 = f.nfe
-        with torch.no_grad():
-            sol = _solve_ivp()(fun, (times[0], times[-1]), _numpy(y0_flat), method=solver,
-                               t_eval=times, rtol=_tolerance(self.rtol),
-                               atol=_tolerance(self.atol), events=count_steps, **steps)
+        try:
+            with torch.no_grad():
+                sol = _solve_ivp()(fun, (times[0], times[-1]), _numpy(y0_flat), method=solver,
+                                   t_eval=times, rtol=_tolerance(self.rtol),
+                                   atol=_tolerance(self.atol), events=count_steps, **steps)
+        except _NonFiniteTime:
+            stats = ScipyStats(nfe=f.nfe - nfe0)
+            return Integration([y0_flat], stats, Status.NON_FINITE,
+                               f"SciPy's {solver} failed: func returned non-finite values and "
+                               f"the step size became NaN", self.direction * last["t"], math.nan)
         ys_flat = torch.from_numpy(sol.y.T.copy()).to(layout.dtype).to(layout.device)
         outputs = list(ys_flat)
         if outputs:
@@ -218,6 +232,12 @@ class ScipyProblem:
             run.status = _failure_status(sol.message, last["f"])
             run.cause = f"SciPy's {solver} failed: {sol.message}"
             run.tau = self.direction * last["t"]
+        finite = [bool(torch.isfinite(y).all()) for y in outputs]
+        if not all(finite):  # LSODA can report success on NaN states: never return them silently
+            k = finite.index(False)
+            run.outputs, run.status = outputs[:k], Status.NON_FINITE
+            run.tau = self.direction * times[max(k - 1, 0)]
+            run.cause = f"SciPy's {solver} returned non-finite states from t={times[k]:.10g} on"
         return run
 
 
