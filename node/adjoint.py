@@ -17,6 +17,10 @@ Design decisions:
   one) and the step size is carried across output times instead of being selected afresh, which
   keeps the backward pass close to the forward's number of evaluations.
 * The forward pass keeps only the outputs, never the steps: memory is O(len(t)), not O(steps).
+* Either solve may run SciPy (``method`` or ``adjoint_method`` ``"scipy_solver"``): the forward
+  problem is then a :class:`~node.scipy_solver.ScipyProblem` (same ``integrate`` /
+  ``vector_field`` interface), the backward one fresh ``solve_ivp`` call per output interval
+  (SciPy's step size cannot be carried over, nor its norm replaced).
 * ``adjoint_options=dict(norm="seminorm")`` leaves ``a_p`` out of the error test (Kidger,
   Chen and Lyons, "Hey, that's not an ODE", ICML 2021): ``a_p`` never feeds back into the
   dynamics, so its error need not control the step.

@@ -213,7 +213,9 @@ def odeint_adjoint(
     ``adjoint_method`` differs from ``method`` and ``options`` is given, ``adjoint_options`` must
     be given too. ``adjoint_options=dict(norm="seminorm")`` leaves the parameter adjoint out of
     the error test. A callable ``norm`` in ``adjoint_options`` receives torchdiffeq's tuple
-    ``(t, *y, *a, *a_params)`` (see :mod:`node.adjoint_norms`).
+    ``(t, *y, *a, *a_params)`` (see :mod:`node.adjoint_norms`). With ``method`` or
+    ``adjoint_method`` ``"scipy_solver"`` that solve runs SciPy's ``solve_ivp`` (which takes no
+    norm: ``adjoint_options['norm']`` is then ignored with a warning).
     """
     kwargs = dict(
         adjoint_params=adjoint_params,

@@ -10,12 +10,20 @@ vector on the CPU; ``func`` is called without gradients on tensors of the state'
 ``solver``: ``first_step``, ``min_step`` (used by LSODA only; SciPy warns for the others) and
 ``max_step``.
 
-No gradients: SciPy's arithmetic is outside autograd. Rather than refuse the call (torchdiffeq
-returns a plain result even when ``y0``, ``t`` or ``func``'s parameters require gradients, and
-its tests rely on that), the result is attached to those inputs by a node whose backward raises
-a clear error, so ``backward()`` through a scipy solve says why it cannot work instead of
-"element 0 of tensors does not require grad". (Parameters a plain function closes over cannot
-be seen; its result simply has no gradient.)
+Gradients by the adjoint only (``odeint_adjoint`` / ``gradient="adjoint"``, as torchdiffeq):
+the forward solve runs SciPy and so, per output interval, does the backward solve of the
+augmented adjoint system (:mod:`node.adjoint`), unless ``adjoint_method`` names one of node's
+methods; ``adjoint_method="scipy_solver"`` also serves a forward solve of node's. SciPy takes no
+custom norm: ``adjoint_options['norm']`` is ignored with a warning (torchdiffeq drops it
+silently). Direct and checkpoint gradients cannot work: SciPy's arithmetic is outside autograd.
+Rather than refuse a direct solve (torchdiffeq returns a plain result even when ``y0``, ``t`` or
+``func``'s parameters require gradients, and its tests rely on that), the result is attached to
+those inputs by a node whose backward raises a clear error, so ``backward()`` through a scipy
+solve says why it cannot work instead of "element 0 of tensors does not require grad".
+(Parameters a plain function closes over cannot be seen; its result simply has no gradient.)
+
+A non-finite derivative that turns SciPy's step size into NaN (its explicit solvers would retry
+forever) and non-finite states LSODA returns as a success are reported as ``Status.NON_FINITE``.
 
 SciPy is imported only when the method is used; ``node`` itself depends on torch alone.
 """
