@@ -17,6 +17,10 @@ Design decisions:
   one) and the step size is carried across output times instead of being selected afresh, which
   keeps the backward pass close to the forward's number of evaluations.
 * The forward pass keeps only the outputs, never the steps: memory is O(len(t)), not O(steps).
+* Either solve may run SciPy (``method`` or ``adjoint_method`` ``"scipy_solver"``): the forward
+  problem is then a :class:`~node.scipy_solver.ScipyProblem` (same ``integrate`` /
+  ``vector_field`` interface), the backward one fresh ``solve_ivp`` call per output interval
+  (SciPy's step size cannot be carried over, nor its norm replaced).
 * ``adjoint_options=dict(norm="seminorm")`` leaves ``a_p`` out of the error test (Kidger,
   Chen and Lyons, "Hey, that's not an ODE", ICML 2021): ``a_p`` never feeds back into the
   dynamics, so its error need not control the step.
@@ -24,6 +28,7 @@ Design decisions:
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -39,8 +44,10 @@ from node.methods import get_tableau
 from node.options import AdaptiveOptions, options_dict, parse_options, uses_fixed_grid
 from node.outcome import finish
 from node.problem import Problem
-from node.solution import Solution
-from node.state import FlatVectorField, StateLayout
+from node.scipy_solver import METHOD as SCIPY_METHOD
+from node.scipy_solver import ScipyProblem, finish_scipy, scipy_options, warn_uncalled_callbacks
+from node.solution import Integration, Solution
+from node.state import StateLayout
 
 
 def resolve_params(func, adjoint_params, norm_choice=None) -> tuple[torch.Tensor, ...]:
@@ -104,9 +111,11 @@ def _augmented_tolerance(tol, n_params: int):
 
 
 class AdjointSolver:
-    """Holds one adjoint solve: the forward problem and the backward problem's settings."""
+    """Holds one adjoint solve: the forward problem (node's :class:`~node.problem.Problem` or a
+    :class:`~node.scipy_solver.ScipyProblem`) and the backward solve's engine."""
 
-    def __init__(self, problem: Problem, params, rtol, atol, method, options, norm_choice):
+    def __init__(self, problem: Problem | ScipyProblem, params, rtol, atol, method, options,
+                 norm_choice):
         self.problem = problem
         self.params = params
         self.f = problem.vector_field()
@@ -114,23 +123,34 @@ class AdjointSolver:
         self.run = None
         n = problem.layout.numel
         n_params = sum(real_numel(p) for p in params)
-        self.norm = adjoint_norm(problem.layout, getattr(problem.options, "norm", None), params,
-                                 norm_choice)
         aug_layout = StateLayout(torch.empty(2 * n + n_params, dtype=problem.layout.dtype,
                                              device=problem.layout.device))
-        self.backward_problem = replace(
-            problem,
-            func=AugmentedDynamics(problem.func, problem.layout, params),
-            callback_owner=problem.func,  # torchdiffeq's callback_*_adjoint live on func
+        aug_func = AugmentedDynamics(problem.func, problem.layout, params)
+        rtol = _augmented_tolerance(rtol, n_params)
+        atol = _augmented_tolerance(atol, n_params)
+        if method == SCIPY_METHOD:
+            warn_uncalled_callbacks(problem.func, "_adjoint")
+            self.intervals = _ScipyIntervals(ScipyProblem(
+                aug_func, None, problem.t, aug_layout, -problem.direction, rtol, atol, options))
+            return
+        # the forward's options['norm'] (a fixed grid's options and SciPy's dict have none)
+        state_norm = getattr(getattr(problem, "options", None), "norm", None)
+        norm = adjoint_norm(problem.layout, state_norm, params, norm_choice)
+        backward_problem = Problem(
+            func=aug_func,
             y0=None,
+            t=problem.t,
             layout=aug_layout,
             direction=-problem.direction,
+            taus=[],
             tableau=method,
             options=options,
-            rtol=_augmented_tolerance(rtol, n_params),
-            atol=_augmented_tolerance(atol, n_params),
+            rtol=rtol,
+            atol=atol,
+            callback_owner=problem.func,  # torchdiffeq's callback_*_adjoint live on func
         )
-        warn_uncalled(problem.func, method.name, self.backward_problem.fixed_grid, "_adjoint")
+        warn_uncalled(problem.func, method.name, backward_problem.fixed_grid, "_adjoint")
+        self.intervals = _NodeIntervals(backward_problem, norm)
 
     def forward(self, y0_flat: torch.Tensor) -> torch.Tensor:
         self.run = self.problem.integrate(self.f, y0_flat)
@@ -139,43 +159,27 @@ class AdjointSolver:
         return torch.stack(self.run.outputs)
 
     def backward(self, t: torch.Tensor, ys: torch.Tensor, grad_ys: torch.Tensor, need_t: bool):
-        problem, bp = self.problem, self.backward_problem
+        problem, intervals = self.problem, self.intervals
         n_out, n = ys.shape[0], ys.shape[1]
         f_user = problem.vector_field()
-        f_aug = FlatVectorField(bp.func, bp.layout, bp.options.dtype, bp.direction)
-        taus_back = [bp.direction * float(v) for v in t.detach().tolist()]
         grad_t = torch.zeros_like(t) if need_t else None
         a = grad_ys[-1]
-        a_p = ys.new_zeros(bp.layout.numel - 2 * n)
-        # The backward solve starts with the forward's last step size (the state part of the
+        a_p = ys.new_zeros(intervals.n_params(n))
+        # The backward solve may start with the forward's last step size (the state part of the
         # augmented system is the same dynamics) rather than a fresh, conservative initial step.
-        h = self.run.h if not bp.fixed_grid and self.run.h > 0 else None
-        steps = 0
+        intervals.start(self.run.h)
         for i in range(n_out - 1, 0, -1):
             if need_t:
                 k = f_user(problem.direction * float(t[i]), ys[i])
                 grad_t[i] = torch.dot(k, grad_ys[i]).to(t.dtype)
-            taus = [taus_back[i], taus_back[i - 1]]
-            interval = replace(bp, t=t[i - 1 : i + 1].flip(0), taus=taus,
-                               options=self._landing(bp.options, float(t[i - 1])))
-            run = interval.integrate(f_aug, torch.cat([ys[i], a, a_p]), norm=self.norm,
-                                     norm_homogeneous=self.norm.homogeneous, first_step=h,
-                                     callback_suffix="_adjoint")
-            steps += run.stats.n_steps
-            if run.status is not Status.SUCCESS:
-                t_reached = bp.direction * run.tau
-                raise SolverError(run.status, t_reached, run.h,
-                                  f"adjoint (backward) solve failed: {run.cause}; stopped at "
-                                  f"t={t_reached:.10g} with step size {run.h:.6g}")
-            end = run.outputs[-1]
+            end = intervals(t[i - 1 : i + 1].flip(0), torch.cat([ys[i], a, a_p]))
             a = end[n : 2 * n] + grad_ys[i - 1]
             a_p = end[2 * n :]
-            h = run.h if not interval.fixed_grid else None
         if need_t:
             k0 = f_user(problem.direction * float(t[0]), ys[0])
             grad_t[0] = -torch.dot(k0, a - grad_ys[0]).to(t.dtype)
-        self.stats["nfe_backward"] = f_aug.nfe + f_user.nfe
-        self.stats["n_steps_backward"] = steps
+        self.stats["nfe_backward"] = intervals.f.nfe + f_user.nfe
+        self.stats["n_steps_backward"] = intervals.steps
         grads_p = []
         offset = 0
         for p in self.params:
@@ -186,6 +190,56 @@ class AdjointSolver:
         return a, grad_t, grads_p
 
 
+class _Intervals:
+    """The backward solve, one output interval at a time: ``__call__(t_pair, aug0)`` solves the
+    augmented system from ``t_pair[0]`` back to ``t_pair[1]`` and returns its end state."""
+
+    def __init__(self, backward_problem) -> None:
+        self.problem = backward_problem
+        self.f = backward_problem.vector_field()
+        self.steps = 0
+
+    def n_params(self, n: int) -> int:
+        return self.problem.layout.numel - 2 * n
+
+    def start(self, forward_h: float) -> None:
+        pass
+
+    def _check(self, run: Integration) -> None:
+        self.steps += run.stats.n_steps
+        if run.status is not Status.SUCCESS:
+            t_reached = self.problem.direction * run.tau
+            step = f" with step size {run.h:.6g}" if math.isfinite(run.h) else ""
+            raise SolverError(run.status, t_reached, run.h,
+                              f"adjoint (backward) solve failed: {run.cause}; stopped at "
+                              f"t={t_reached:.10g}{step}")
+
+
+class _NodeIntervals(_Intervals):
+    """With one of node's methods: the step size is carried across output times, and each
+    interval's last step lands on its end (where ``a`` jumps)."""
+
+    def __init__(self, backward_problem: Problem, norm) -> None:
+        super().__init__(backward_problem)
+        self.norm = norm
+        self.h = None
+
+    def start(self, forward_h: float) -> None:
+        fixed = self.problem.fixed_grid
+        self.h = forward_h if not fixed and forward_h > 0 else None  # nan/0: SciPy's, unknown
+
+    def __call__(self, t_pair: torch.Tensor, aug0: torch.Tensor) -> torch.Tensor:
+        bp = self.problem
+        taus = [bp.direction * float(v) for v in t_pair.detach().tolist()]
+        interval = replace(bp, t=t_pair, taus=taus,
+                           options=self._landing(bp.options, float(t_pair[1])))
+        run = interval.integrate(self.f, aug0, norm=self.norm,
+                                 norm_homogeneous=self.norm.homogeneous, first_step=self.h,
+                                 callback_suffix="_adjoint")
+        self._check(run)
+        self.h = run.h if not interval.fixed_grid else None
+        return run.outputs[-1]
+
     @staticmethod
     def _landing(options, t_end: float):
         """Options whose last step lands exactly on the interval's end: ``a`` jumps there, so
@@ -193,6 +247,16 @@ class AdjointSolver:
         if not isinstance(options, AdaptiveOptions) or t_end in options.jump_t:
             return options
         return replace(options, step_t=(*options.step_t, t_end))
+
+
+class _ScipyIntervals(_Intervals):
+    """With ``solve_ivp`` (``adjoint_method="scipy_solver"``): a fresh SciPy solve per interval
+    (SciPy's steps and step size are not exposed to carry over)."""
+
+    def __call__(self, t_pair: torch.Tensor, aug0: torch.Tensor) -> torch.Tensor:
+        run = replace(self.problem, t=t_pair).integrate(self.f, aug0)
+        self._check(run)
+        return run.outputs[-1]
 
 
 class _AdjointFunction(torch.autograd.Function):
@@ -216,8 +280,34 @@ class _AdjointFunction(torch.autograd.Function):
         return (None, grad_y0, grad_t, *grads_p)
 
 
+def _method_name(method) -> str:
+    return method if isinstance(method, str) else method.name
+
+
+def _backward_method(problem: Problem | ScipyProblem, adjoint_method):
+    """The backward solve's method: a tableau, or ``"scipy_solver"``."""
+    if adjoint_method is None:
+        return problem.name if isinstance(problem, ScipyProblem) else problem.tableau
+    return SCIPY_METHOD if adjoint_method == SCIPY_METHOD else get_tableau(adjoint_method)
+
+
+def _backward_options(method, options: dict, norm_choice, given: bool):
+    """``adjoint_options`` (without ``norm``) checked for the backward method (``given``: by
+    the caller, else derived from the forward's, whose ignored options were warned of)."""
+    if method != SCIPY_METHOD:
+        fixed = uses_fixed_grid(method.adaptive, options)
+        return parse_options(options, fixed_grid=fixed, method=method)
+    if norm_choice is not None:
+        # As torchdiffeq, which drops the norm for this method: solve_ivp takes no norm.
+        warnings.warn(f"adjoint_options['norm'] is ignored by adjoint_method={SCIPY_METHOD!r}: "
+                      f"SciPy's solve_ivp measures the error with its own RMS norm over the "
+                      f"whole augmented state", UserWarning, stacklevel=6)
+    scipy_options(options, warn=given)
+    return options
+
+
 def solve_adjoint(
-    problem: Problem,
+    problem: Problem | ScipyProblem,
     *,
     on_failure,
     adjoint_params,
@@ -228,8 +318,10 @@ def solve_adjoint(
     options_given: bool,
 ) -> Solution:
     """Solve ``problem`` with the adjoint gradient (arguments as in :func:`node.solve`;
-    ``options_given``: whether the caller gave ``options``)."""
-    method = problem.tableau if adjoint_method is None else get_tableau(adjoint_method)
+    ``options_given``: whether the caller gave ``options``). Either solve may run SciPy
+    (``method`` or ``adjoint_method`` ``"scipy_solver"``), the other one of node's methods."""
+    scipy_forward = isinstance(problem, ScipyProblem)
+    method = _backward_method(problem, adjoint_method)
     if isinstance(method, ImplicitTableau):
         # The backward solve re-integrates y backwards in time, which is exponentially unstable
         # for stiff dynamics whatever the method (I - h gamma J turns singular for the reversed
@@ -240,13 +332,18 @@ def solve_adjoint(
             "the stiff problems implicit methods are for; use gradient='checkpoint' (or "
             "'direct'), whose gradients of implicit steps are exact (implicit function "
             "theorem), or an explicit adjoint_method for a non-stiff problem")
+    name, forward_name = _method_name(method), problem.name if scipy_forward else (
+        problem.tableau.name)
     if adjoint_options is None:
-        if method.name != problem.tableau.name and options_given:
+        if name != forward_name and options_given:
             raise ValueError(
-                f"adjoint_options must be given when adjoint_method ({method.name!r}) differs "
-                f"from method ({problem.tableau.name!r}) and options are given"
+                f"adjoint_options must be given when adjoint_method ({name!r}) differs "
+                f"from method ({forward_name!r}) and options are given"
             )
-        options = {} if method.name != problem.tableau.name else options_dict(problem.options)
+        if name != forward_name:
+            options = {}
+        else:
+            options = dict(problem.options) if scipy_forward else options_dict(problem.options)
         options.pop("norm", None)
     else:
         if not isinstance(adjoint_options, dict):
@@ -259,8 +356,7 @@ def solve_adjoint(
         raise ValueError(f"adjoint_options['norm'] must be 'seminorm' or a callable, got "
                          f"{norm_choice!r}")
     params = resolve_params(problem.func, adjoint_params, norm_choice)
-    fixed = uses_fixed_grid(method.adaptive, options)
-    parsed = parse_options(options, fixed_grid=fixed, method=method)
+    parsed = _backward_options(method, options, norm_choice, adjoint_options is not None)
     rtol = problem.rtol if adjoint_rtol is None else problem.layout.flat_tolerance(
         "adjoint_rtol", adjoint_rtol)
     atol = problem.atol if adjoint_atol is None else problem.layout.flat_tolerance(
@@ -268,5 +364,6 @@ def solve_adjoint(
     solver = AdjointSolver(problem, params, rtol, atol, method, parsed, norm_choice)
     y0_flat = problem.layout.flatten(problem.y0)
     ys_flat = _AdjointFunction.apply(solver, y0_flat, problem.t, *params)
+    if scipy_forward:
+        return finish_scipy(problem, solver.run, ys_flat, on_failure, solver.stats)
     return finish(problem, solver.run, solver.f, ys_flat, on_failure, stats=solver.stats)
-

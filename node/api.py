@@ -30,7 +30,7 @@ from node.per_sample_inputs import wants_per_sample
 from node.per_sample_solve import solve_per_sample
 from node.problem import make_problem
 from node.scipy_solver import METHOD as SCIPY_METHOD
-from node.scipy_solver import no_gradient_message, solve_scipy
+from node.scipy_solver import make_scipy_problem, no_gradient_message, solve_scipy
 from node.solution import Solution
 from node.tableau import ButcherTableau
 
@@ -68,8 +68,8 @@ def solve(
         t: 1-D strictly increasing or decreasing output times; ``t[0]`` is the initial time.
         method: a registered method name (see :func:`node.available_methods`), a tableau, or
             ``"scipy_solver"`` (SciPy's ``solve_ivp``, ``options=dict(solver="RK45" | "RK23" |
-            "DOP853" | "Radau" | "BDF" | "LSODA")``; CPU float64, no gradients, no events; see
-            :mod:`node.scipy_solver`).
+            "DOP853" | "Radau" | "BDF" | "LSODA")``; CPU float64, no events, gradients only with
+            ``gradient="adjoint"``; see :mod:`node.scipy_solver`).
         rtol, atol: tolerances: numbers, per-element tensors, or tuples for tuple states.
         options: method options (see :class:`node.AdaptiveOptions`, :class:`node.FixedGridOptions`).
         gradient: how ``backward()`` differentiates the solve:
@@ -137,14 +137,24 @@ def solve(
 
 
 def _solve_scipy(func, y0, t, rtol, atol, options, gradient, on_failure, progress, adjoint):
-    """``solve`` with ``method="scipy_solver"``: no gradient modes, no progress bar."""
-    if gradient != "direct":
+    """``solve`` with ``method="scipy_solver"``: gradients by the adjoint only (its backward
+    solve runs SciPy too, unless ``adjoint_method`` names one of node's), no progress bar."""
+    if gradient == "checkpoint":
         raise ValueError(no_gradient_message(f"run with gradient={gradient!r}"))
-    if any(a is not None for a in adjoint):
-        raise ValueError(no_gradient_message("take adjoint_* arguments"))
     if progress:
         raise ValueError(f"progress is not supported by method={SCIPY_METHOD!r}")
-    return solve_scipy(func, y0, t, rtol=rtol, atol=atol, options=options, on_failure=on_failure)
+    if gradient == "direct":
+        if any(a is not None for a in adjoint):
+            raise ValueError(f"adjoint_* arguments need gradient='adjoint', got "
+                             f"gradient={gradient!r}")
+        return solve_scipy(func, y0, t, rtol=rtol, atol=atol, options=options,
+                           on_failure=on_failure)
+    problem = make_scipy_problem(func, y0, t, rtol=rtol, atol=atol, options=options)
+    adjoint_params, adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options = adjoint
+    return solve_problem(problem, gradient=gradient, on_failure=on_failure,
+                         adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol,
+                         adjoint_atol=adjoint_atol, adjoint_method=adjoint_method,
+                         adjoint_options=adjoint_options, options_given=options is not None)
 
 
 def odeint(
@@ -222,7 +232,9 @@ def odeint_adjoint(
     ``adjoint_method`` differs from ``method`` and ``options`` is given, ``adjoint_options`` must
     be given too. ``adjoint_options=dict(norm="seminorm")`` leaves the parameter adjoint out of
     the error test. A callable ``norm`` in ``adjoint_options`` receives torchdiffeq's tuple
-    ``(t, *y, *a, *a_params)`` (see :mod:`node.adjoint_norms`).
+    ``(t, *y, *a, *a_params)`` (see :mod:`node.adjoint_norms`). With ``method`` or
+    ``adjoint_method`` ``"scipy_solver"`` that solve runs SciPy's ``solve_ivp`` (which takes no
+    norm: ``adjoint_options['norm']`` is then ignored with a warning).
     """
     kwargs = dict(
         adjoint_params=adjoint_params,

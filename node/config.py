@@ -110,25 +110,35 @@ class SolverConfig:
             self._check_adjoint(tableau)
 
     def _check_scipy(self) -> None:
-        """``method="scipy_solver"`` (not a tableau): its own options, no gradients, no grid."""
-        if self.gradient != "direct":
-            raise ValueError(f"method={SCIPY_METHOD!r} gives no gradients, so gradient must be "
-                             f"'direct', got {self.gradient!r}")
+        """``method="scipy_solver"`` (not a tableau): its own options, gradients by the adjoint
+        only, no grid."""
+        if self.gradient == "checkpoint":
+            raise ValueError(f"method={SCIPY_METHOD!r} gives gradients only by the adjoint, so "
+                             f"gradient must be 'direct' or 'adjoint', got {self.gradient!r}")
         if self.step_size is not None or _set(self.progress):
             given = "step_size" if self.step_size is not None else "progress"
             raise ValueError(f"{given} is not an option of method={SCIPY_METHOD!r} (SciPy "
                              f"chooses its steps; options['solver'] picks the integrator)")
         scipy_options(self.solve_options)
+        if self.gradient == "adjoint":
+            self._check_adjoint(SCIPY_METHOD)
 
     def _set(self, name: str, value) -> None:
         object.__setattr__(self, name, value)  # normalising a frozen field in __post_init__
 
-    def _check_adjoint(self, tableau: ButcherTableau) -> None:
-        method = tableau if self.adjoint_method is None else get_tableau(self.adjoint_method)
+    def _check_adjoint(self, forward: ButcherTableau | str) -> None:
+        """The adjoint settings for the forward method (a tableau or ``"scipy_solver"``)."""
+        method = forward if self.adjoint_method is None else _method(self.adjoint_method)
+        if method == SCIPY_METHOD and self.seminorm:
+            raise ValueError(f"seminorm=True needs an adaptive adjoint solve of node's; "
+                             f"adjoint_method={SCIPY_METHOD!r} (SciPy's solve_ivp) takes no norm")
         options = self.adjoint_solve_options
         if options is None:
             return  # node derives them from the forward solve's, checked above
         options = {k: v for k, v in options.items() if k != "norm"}
+        if method == SCIPY_METHOD:
+            scipy_options(options)
+            return
         fixed = uses_fixed_grid(method.adaptive, options)
         parse_options(options, fixed_grid=fixed, method=method)
         if self.seminorm and fixed:
@@ -171,7 +181,7 @@ class SolverConfig:
         if self.adjoint_options is not None:
             options = dict(self.adjoint_options)
         elif (self.adjoint_method is None
-              or get_tableau(self.adjoint_method).name == self.tableau.name):
+              or _name(self.adjoint_method) == _name(self.method)):
             options = dict(self.solve_options or {})  # what node would use for the adjoint
         else:
             options = {}
@@ -207,6 +217,16 @@ class SolverConfig:
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (``SolverConfig(**config.to_dict()) == config``)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _method(method: str | ButcherTableau) -> ButcherTableau | str:
+    """A method's tableau, or ``"scipy_solver"`` (which has none)."""
+    return SCIPY_METHOD if method == SCIPY_METHOD else get_tableau(method)
+
+
+def _name(method: str | ButcherTableau) -> str:
+    resolved = _method(method)
+    return resolved if isinstance(resolved, str) else resolved.name
 
 
 def _set(value) -> bool:

@@ -149,16 +149,10 @@ def test_module_parameters_and_times_are_guarded_too():
     assert not ys.requires_grad
 
 
-@pytest.mark.parametrize("gradient", ["adjoint", "checkpoint"])
-def test_gradient_modes_are_refused(gradient):
-    with pytest.raises(ValueError, match=rf"scipy_solver.*gradient='{gradient}'"):
-        node.solve(linear, Y0, T, method="scipy_solver", gradient=gradient)
-
-
-def test_odeint_adjoint_is_refused():
-    with pytest.raises(ValueError, match=r"scipy_solver' cannot run with gradient='adjoint'"):
-        node.odeint_adjoint(torch.nn.Linear(2, 2).double(), Y0, T, method="scipy_solver",
-                            adjoint_params=())
+def test_checkpoint_mode_is_refused():
+    # gradients through scipy_solver come from the adjoint only (tests/node/test_scipy_adjoint.py)
+    with pytest.raises(ValueError, match=r"scipy_solver.*gradient='checkpoint'.*odeint_adjoint"):
+        node.solve(linear, Y0, T, method="scipy_solver", gradient="checkpoint")
 
 
 def test_events_are_refused():

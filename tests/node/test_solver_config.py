@@ -199,7 +199,9 @@ def test_scipy_solver_from_a_config():
 
 @pytest.mark.parametrize("kwargs, words", [
     (dict(options=dict(solver="Euler")), ["options['solver']", "LSODA", "'Euler'"]),
-    (dict(gradient="adjoint"), ["gradient", "'adjoint'", "scipy_solver"]),
+    (dict(gradient="checkpoint"), ["gradient", "'checkpoint'", "scipy_solver", "adjoint"]),
+    (dict(gradient="adjoint", seminorm=True), ["seminorm", "scipy_solver"]),
+    (dict(gradient="adjoint", adjoint_options=dict(solver="Euler")), ["'Euler'"]),
     (dict(step_size=0.1), ["step_size", "scipy_solver"]),
 ])
 def test_scipy_solver_config_errors_name_the_argument(kwargs, words):
