@@ -24,6 +24,7 @@ Logged metrics: ``train/loss``; ``val/mae``, ``test/mae`` (the scaled mean absol
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,9 @@ class StiffKineticsModule(ODEModule):
         activation: activation of the MLP (one of :data:`models.components.mlp.ACTIVATIONS`).
         output: ``"linear"`` or ``"exp"``: how the network's output becomes the rates (see
             :class:`ScaledField`).
+        log_rate_init: with ``output="exp"``, the initial log-magnitude ``v`` of every rate (the
+            bias of its output unit): ``exp(-10)`` scales per unit time, so that the first updates
+            of the direction ``u`` move the trajectories gently over a span of ``1e5``.
         optimizer, lr, weight_decay, scheduler, lr_milestones, lr_gamma: see
             :meth:`models.base.ODEModule.configure_optimizers`.
         solver: the solve's settings, a :class:`node.SolverConfig` (or a mapping of its fields).
@@ -91,6 +95,7 @@ class StiffKineticsModule(ODEModule):
         n_hidden_layers: int = 4,
         activation: str = "gelu",
         output: str = "linear",
+        log_rate_init: float = -10.0,
         optimizer: str = "adam",
         lr: float = 5e-3,
         weight_decay: float = 0.0,
@@ -124,6 +129,10 @@ class StiffKineticsModule(ODEModule):
         # hidden layers from the second step on.
         nn.init.zeros_(net[-1].weight)
         nn.init.zeros_(net[-1].bias)
+        if output == "exp":
+            check_number("log_rate_init", log_rate_init, -math.inf, strict=False)
+            with torch.no_grad():
+                net[-1].bias[state_dim:] = log_rate_init
         self.field = ScaledField(net, torch.tensor(scales, dtype=torch.float64), output)
         self.solver = ODESolver(solver_cfg)
         # Stiff kinetics need float64: the Newton iterations of an implicit solver resolve
