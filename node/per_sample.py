@@ -35,6 +35,7 @@ progress bars (rejected or warned about by :mod:`node.per_sample_solve`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass
@@ -165,9 +166,9 @@ class _Work:
                  t_shape, forward: bool, dtype, device) -> None:
         stages = co.stages
         self.buffered = buffered
-        names = ("K", "Kt", "rows", "shaped", "kt", "T", "Tu", "times", "t1", "inc", "inc_bn",
-                 "stage", "stage_shaped", "err", "err_bn", "abs0", "abs1", "norm", "rp", "x",
-                 "thr")
+        names = ("K", "Kt", "K_bsn", "rows", "shaped", "kt", "T", "Tu", "times", "t1", "inc",
+                 "inc_bn", "stage", "stage_shaped", "err", "err_bn", "abs0", "abs1", "norm", "rp",
+                 "x", "thr")
         for name in names:
             setattr(self, name, None)
         self.a = co.a
@@ -177,6 +178,7 @@ class _Work:
         f64 = dict(dtype=torch.float64, device=device)
         self._stages(torch.zeros((stages, batch * numel), dtype=dtype, device=device))
         self.kt = [None] + [self.K[:i].T for i in range(1, stages)]
+        self.K_bsn = self.K.view(stages, batch, numel).transpose(0, 1)
         self.a = [None] + [co.a[i][:i] for i in range(1, stages)]
         self.T = torch.empty((stages + 1, batch, 1), **f64)
         self.Tu = self.T if forward else torch.empty_like(self.T)
@@ -227,7 +229,8 @@ def integrate_per_sample(
     y = y0.reshape(batch, numel)
     forward = isinstance(direction, float) and direction == 1.0
     sign = direction if isinstance(direction, float) else direction[:, None]  # on [B, 1] times
-    outputs = DenseOutputs(taus, y, co.tableau, co.stages, sign)
+    buffered = not torch.is_grad_enabled()
+    outputs = DenseOutputs(taus, y, co.tableau, co.stages, sign, buffered)
     status = torch.zeros(batch, dtype=torch.int8, device=device)
     zeros = torch.zeros(batch, dtype=torch.long, device=device)
     automatic_first = options.first_step is None
@@ -264,7 +267,6 @@ def integrate_per_sample(
     # The times of all stages and tau + h, of every sample, in one op: T = tau + c h.
     c_col = torch.tensor(tuple(co.c) + (1.0,), **f64).view(-1, 1, 1)
     nonneg = bool((tau >= 0).all())  # solver times then stay >= 0: |tau| = tau
-    buffered = not torch.is_grad_enabled()
     w = _Work(buffered, co, batch, numel, shape, t_shape, forward, dtype, device)
     if buffered:
         w.rows[0].copy_(k0)
@@ -272,6 +274,8 @@ def integrate_per_sample(
     h_fail = torch.zeros_like(h)
     forced = torch.zeros((), dtype=torch.bool, device=device) if min_step > 0 else None
     a = w.a
+    # Without a graph, the loop's no-autograd sections need no context switch.
+    quiet = torch.no_grad() if not buffered else contextlib.nullcontext()
     iteration = 0
 
     while True:
@@ -280,7 +284,7 @@ def integrate_per_sample(
             status = torch.where(flags[0].view(batch), _MAX_STEPS, status).to(torch.int8)
             h_fail = torch.where(flags[0], h, h_fail)
             break
-        with torch.no_grad():
+        with quiet:
             T = torch.addcmul(tau, c_col, h, out=w.T)
             Tu = T if forward else torch.mul(T, sign, out=w.Tu)
             times = w.times if buffered else Tu.view(stages + 1, *t_shape).unbind(0)
@@ -307,7 +311,7 @@ def integrate_per_sample(
             inc = torch.mv(w.Kt, co.b, out=w.inc)
             y1 = torch.addcmul(y, hs, w.inc_bn if buffered else inc.view(batch, numel),
                                out=w.stage)
-        with torch.no_grad():
+        with quiet:
             err = torch.mv(w.Kt, b_error, out=w.err)
             err = w.err_bn if buffered else err.view(batch, numel)
             mag = torch.maximum(torch.abs(y, out=w.abs0), torch.abs(y1, out=w.abs1), out=w.abs0)
@@ -324,14 +328,15 @@ def integrate_per_sample(
                 grow = rp < pre
                 accepted = accepted | at_floor
             tau_next = torch.where(accepted, t1, tau)
-        outputs.record(tau, tau_next, h, y, K.clone() if buffered else K, flags, accepted)
+        outputs.record(tau, tau_next, h, y, w.K_bsn if buffered else outputs.stages_view(K),
+                       flags, accepted)
         y = torch.where(accepted, y1, y)
         if reuse:
             if buffered:
                 k0 = torch.where(accepted, rows[last], rows[0], out=rows[0])
             else:
                 k0 = torch.where(accepted, K[last].view(batch, numel), k0)
-        with torch.no_grad():
+        with quiet:
             active = tau_next < t_stop
             # The integral controller, element-wise: a NaN or inf ratio gives dfactor (fmax
             # drops the NaN), a zero ratio ifactor. (torchdiffeq's lo is 1 only for ratio < 1;
@@ -366,7 +371,7 @@ def integrate_per_sample(
         if counts[1] > batch - counts[0]:
             # Rare path: samples whose step size underflowed fail (NON_FINITE if their last
             # error was not finite: the step keeps producing NaN or inf), and are frozen.
-            with torch.no_grad():
+            with quiet:
                 trouble = small & active
                 code = torch.where(torch.isfinite(rp), _STEP_TOO_SMALL, _NON_FINITE)
                 status = torch.where(trouble, code, status[:, None]).view(batch).to(torch.int8)

@@ -31,7 +31,7 @@ _MAX_CHUNK = 64
 
 class DenseOutputs:
     def __init__(self, taus: torch.Tensor, y0: torch.Tensor, tableau: ButcherTableau,
-                 stages: int, sign) -> None:
+                 stages: int, sign, buffered: bool) -> None:
         self.taus = taus.contiguous()
         self.batch, self.n_out = taus.shape
         self.numel = y0.shape[1]
@@ -51,11 +51,25 @@ class DenseOutputs:
         self.chunk = max(1, min(_MAX_CHUNK, _CHUNK_BYTES // max(row_bytes, 1)))
         self._records: list[tuple] = []
         self._hi = None
+        # Without a graph, the stage matrices go straight into one chunk buffer, laid out
+        # [M, B, S, N] so that the records of the outputs are gathered by one index_select
+        # (stacking 64 records at every flush costs more than the loop's copies).
+        self.kbuf = None
+        if buffered:
+            self.kbuf = y0.new_empty((self.chunk, self.batch, stages, self.numel))
+
+    def stages_view(self, K: torch.Tensor) -> torch.Tensor:
+        """The ``[B, S, N]`` view of a ``[S, B * N]`` stage matrix that :meth:`record`
+        takes (make it once for a reused buffer)."""
+        return K.view(self.stages, self.batch, self.numel).transpose(0, 1)
 
     def record(self, tau0, tau1, h, y, K, flags, accepted) -> None:
         """One iteration: start and end solver times ``[B, 1]`` (end = start if not accepted),
         the step ``h`` in solver time ``[B, 1]``, the start state ``[B, N]``, the stage matrix
-        ``[S, B * N]``, the flags ``[2, B, 1]`` (row 0: active), accepted ``[B, 1]``."""
+        ``[B, S, N]`` as :meth:`stages_view` gives it, the flags ``[2, B, 1]`` (row 0: active),
+        accepted ``[B, 1]``. Without a graph ``K`` is copied (the caller may reuse it)."""
+        if self.kbuf is not None:
+            K = self.kbuf[len(self._records)].copy_(K)
         self._records.append((tau0, tau1, h, y, K, flags, accepted))
 
     def due(self) -> bool:
@@ -96,9 +110,10 @@ class DenseOutputs:
         weights = (powers @ self.polys_t).view(B * width, 1, S)  # b_i(theta)
         h = torch.cat([r[2] for r in records], 1).gather(1, m) * self.sign  # the user's step
         # The record (m, b) of every output: its state [B * W, N] and stages [B * W, S, N].
-        ys = torch.stack([r[3] for r in records])[m, self.samples].view(B * width, N)
-        ks = torch.stack([r[4] for r in records]).view(M, S, B, N)
-        ks = ks[m, :, self.samples].view(B * width, S, N)
+        rows = (m * B + self.samples).view(-1)
+        ys = torch.stack([r[3] for r in records]).view(M * B, N).index_select(0, rows)
+        ks = self.kbuf[:M] if self.kbuf is not None else torch.stack([r[4] for r in records])
+        ks = ks.reshape(M * B, S, N).index_select(0, rows)
         dtype = ys.dtype
         increment = torch.bmm(weights.to(dtype), ks).view(B * width, N)
         vals = torch.addcmul(ys, h.view(B * width, 1).to(dtype), increment)
