@@ -35,6 +35,7 @@ progress bars (rejected or warned about by :mod:`node.per_sample_solve`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass
@@ -58,8 +59,8 @@ _UNDERFLOW = 10.0 * 2.0**-52
 
 class SampleField:
     """``func`` seen from the per-sample loop: called with times already shaped
-    ``[B, 1, ..., 1]`` (float64) and a flat ``[B * N]`` state; returns the derivative in the
-    state's shape. ``func`` receives ``t`` in ``options['dtype']`` (default: the state's).
+    ``[B, 1, ..., 1]`` (float64) and the state already in its shape; returns the derivative in
+    the state's shape. ``func`` receives ``t`` in ``options['dtype']`` (default: the state's).
 
     The first call checks ``func``'s output against the state (shape, floating dtype; another
     floating dtype is cast to the state's, as in :class:`node.state.FlatVectorField`)."""
@@ -79,7 +80,7 @@ class SampleField:
         self.calls += 1
         if self.time_dtype is not None:
             t = t.to(self.time_dtype)
-        out = self.func(t, y.view(self.shape))
+        out = self.func(t, y)
         if not self._checked:
             self._cast = check_derivative(out, self.layout)
             self._checked = True
@@ -95,45 +96,37 @@ class SampleErrorScale:
         rtol, atol = _exclude_infinite(rtol, atol)
         self.batch, self.numel = batch, numel
 
-        def flat(tol):  # flat [B * N] tensors: no broadcasting in the elementwise ops
+        def full(tol):  # contiguous [B, N] tensors: no broadcasting in the elementwise ops
             if not isinstance(tol, torch.Tensor):
                 return tol
-            return tol.to(dtype).expand(batch, numel).reshape(-1)
+            return tol.to(dtype).expand(batch, numel).contiguous()
 
-        self.rtol = flat(rtol)
-        self.atol = torch.as_tensor(flat(atol), dtype=dtype, device=device)
+        self.rtol = full(rtol)
+        self.atol = torch.as_tensor(full(atol), dtype=dtype, device=device)
         self._tensor_rtol = isinstance(rtol, torch.Tensor)
 
-    def scale(self, magnitude: torch.Tensor) -> torch.Tensor:
-        """``atol + rtol * magnitude`` for a flat ``[B * N]`` magnitude."""
+    def scale(self, magnitude: torch.Tensor, out=None) -> torch.Tensor:
+        """``atol + rtol * magnitude`` for a ``[B, N]`` magnitude."""
         if self._tensor_rtol:
-            return torch.addcmul(self.atol, magnitude, self.rtol)
-        return torch.add(self.atol, magnitude, alpha=self.rtol)
+            return torch.addcmul(self.atol, magnitude, self.rtol, out=out)
+        return torch.add(self.atol, magnitude, alpha=self.rtol, out=out)
 
     def rms(self, x: torch.Tensor) -> torch.Tensor:
         """RMS of each sample of a ``[B, N]`` tensor, as float64 ``[B]``."""
         return (torch.linalg.vector_norm(x, dim=1) / math.sqrt(self.numel)).double()
 
-    def ratio(self, K, b_error, h, y0, y1):
-        """Error ratios ``[B]`` of a step from flat ``y0`` to flat ``y1`` (``b_error`` already
-        divided by ``sqrt(N)``, ``h`` the float64 ``[B]`` step sizes)."""
-        err = torch.mv(K.T, b_error)
-        err.div_(self.scale(torch.maximum(y0.abs(), y1.abs())))
-        return torch.linalg.vector_norm(err.view(self.batch, self.numel), dim=1).mul_(h)
-
     def initial_step(self, field, tau0, user, y0, f0, order: int, direction) -> torch.Tensor:
-        """Hairer's automatic first step (Solving ODEs I, sec. II.4) of every sample, as
-        :meth:`node.tolerance.ErrorScale.initial_step` computes it for one. One ``func`` call."""
-        shape = (self.batch, self.numel)
-        scale = self.scale(y0.abs()).view(shape)
-        y0, f0 = y0.view(shape), f0.reshape(shape)
+        """Hairer's automatic first step (Solving ODEs I, sec. II.4) of every sample (``[B]``
+        from ``[B, N]`` states), as :meth:`node.tolerance.ErrorScale.initial_step` computes it
+        for one. One ``func`` call."""
+        scale = self.scale(y0.abs())
         d0, d1 = self.rms(y0 / scale), self.rms(f0 / scale)
         finite = torch.isfinite(d0) & torch.isfinite(d1)
         small = ~finite | (d0 < 1e-5) | (d1 < 1e-5)
         h0 = torch.where(small, 1e-6, 0.01 * d0 / d1)
         step = (h0 * direction).to(y0.dtype)[:, None]
-        f1 = field(user(tau0 + h0).view(field.t_shape), (y0 + step * f0).reshape(-1))
-        f1 = f1.reshape(shape)
+        f1 = field(user(tau0 + h0).view(field.t_shape), (y0 + step * f0).view(field.shape))
+        f1 = f1.reshape(y0.shape)
         d2 = self.rms((f1 - f0) / scale) / h0
         flat = (d1 <= 1e-15) & (d2 <= 1e-15)
         h1 = torch.where(flat, torch.clamp_min(h0 * 1e-3, 1e-6),
@@ -158,6 +151,66 @@ class SampleRun:
     iterations: int
 
 
+class _Work:
+    """Where one iteration's intermediate results go when no autograd graph is recorded: fixed
+    buffers, written with ``out=``, and every view of them made once per solve (a view costs a
+    dispatch too). The stage matrix ``K`` is one of them: the loop records a copy of it. Its
+    stage inputs use ``K[:i]^T a_i[:i]``, not the zero-padded ``a_i``: rows ``>= i`` still hold
+    the previous attempt's stages, possibly NaN for a sample whose step overflowed, and
+    ``0 * NaN`` would leak it into the retried step.
+
+    With a graph, every attribute is ``None`` (``out=None``: allocate new; autograd saves some of
+    these tensors, which an in-place write would invalidate) except the coefficients."""
+
+    def __init__(self, buffered: bool, co: RKCoefficients, batch: int, numel: int, shape,
+                 t_shape, forward: bool, dtype, device) -> None:
+        stages = co.stages
+        self.buffered = buffered
+        names = ("K", "Kt", "K_bsn", "rows", "shaped", "kt", "T", "Tu", "times", "t1", "inc",
+                 "inc_bn", "stage", "stage_shaped", "err", "err_bn", "abs0", "abs1", "norm", "rp",
+                 "x", "thr")
+        for name in names:
+            setattr(self, name, None)
+        self.a = co.a
+        self.shapes = ((batch, numel), shape, stages, batch * numel)
+        if not buffered:
+            return
+        f64 = dict(dtype=torch.float64, device=device)
+        self._stages(torch.zeros((stages, batch * numel), dtype=dtype, device=device))
+        self.kt = [None] + [self.K[:i].T for i in range(1, stages)]
+        self.K_bsn = self.K.view(stages, batch, numel).transpose(0, 1)
+        self.a = [None] + [co.a[i][:i] for i in range(1, stages)]
+        self.T = torch.empty((stages + 1, batch, 1), **f64)
+        self.Tu = self.T if forward else torch.empty_like(self.T)
+        self.times = [r.view(t_shape) for r in self.Tu.unbind(0)]
+        self.t1 = self.T[stages]
+        self.inc = torch.empty(batch * numel, dtype=dtype, device=device)
+        self.inc_bn = self.inc.view(batch, numel)
+        self.stage = torch.empty((batch, numel), dtype=dtype, device=device)
+        self.stage_shaped = self.stage.view(shape)
+        self.err = torch.empty_like(self.inc)
+        self.err_bn = self.err.view(batch, numel)
+        self.abs0, self.abs1 = torch.empty_like(self.stage), torch.empty_like(self.stage)
+        self.norm = torch.empty((batch, 1), dtype=dtype, device=device)
+        self.rp, self.x, self.thr = (torch.empty((batch, 1), **f64) for _ in range(3))
+
+    def _stages(self, K: torch.Tensor) -> None:
+        bn, shape, stages, _ = self.shapes
+        self.K, self.Kt = K, K.T
+        rows = [K[i] for i in range(stages)]
+        self.rows = [r.view(bn) for r in rows]
+        self.shaped = [r.view(shape) for r in rows]
+
+    def new_stages(self, k0: torch.Tensor) -> None:
+        """With a graph: a new zero stage matrix with row 0 = ``k0`` (rows written in place are
+        recorded by autograd; the zero rows make ``K^T a_i`` with the padded ``a_i`` exact)."""
+        bn, shape, stages, n = self.shapes
+        K = k0.new_zeros((stages, n))
+        K[0] = k0.reshape(n)
+        self.K, self.Kt = K, K.T
+        self.kt = [self.Kt] * stages
+
+
 def integrate_per_sample(
     field: SampleField,
     y0: torch.Tensor,
@@ -171,132 +224,162 @@ def integrate_per_sample(
     (``[B, T]`` float64 solver times, increasing rows; ``direction``: ``+-1.0`` or ``[B]``)."""
     batch, n_out = taus.shape
     numel = y0.numel() // batch
-    device = y0.device
-    y = y0.reshape(-1)
-    tau = taus[:, 0]
-    outputs = DenseOutputs(taus, y.view(batch, numel), co.tableau, co.stages)
+    device, dtype = y0.device, y0.dtype
+    f64 = dict(dtype=torch.float64, device=device)
+    y = y0.reshape(batch, numel)
+    forward = isinstance(direction, float) and direction == 1.0
+    sign = direction if isinstance(direction, float) else direction[:, None]  # on [B, 1] times
+    buffered = not torch.is_grad_enabled()
+    outputs = DenseOutputs(taus, y, co.tableau, co.stages, sign, buffered)
     status = torch.zeros(batch, dtype=torch.int8, device=device)
     zeros = torch.zeros(batch, dtype=torch.long, device=device)
     automatic_first = options.first_step is None
     if n_out == 1:
-        return SampleRun(outputs.finish(), status, tau, torch.zeros_like(tau), y.view(batch, -1),
-                         torch.full_like(y, math.nan).view(batch, -1), zeros, zeros, zeros, 0, 0)
+        return SampleRun(outputs.finish(), status, taus[:, 0], torch.zeros(batch, **f64),
+                         y, torch.full_like(y, math.nan), zeros, zeros, zeros, 0, 0)
 
-    forward = isinstance(direction, float) and direction == 1.0
-
-    def user(solver_time: torch.Tensor) -> torch.Tensor:
+    def user(solver_time: torch.Tensor) -> torch.Tensor:  # [B] times
         return solver_time if forward else solver_time * direction
 
-    t_shape = field.t_shape
-    k0 = field(user(tau).view(t_shape), y).reshape(-1)
+    shape, t_shape = field.shape, field.t_shape
+    tau = taus[:, :1]
+    k0 = field(user(tau[:, 0]).view(t_shape), y.view(shape)).reshape(batch, numel)
     if automatic_first:
         with torch.no_grad():
-            h = errors.initial_step(field, tau, user, y, k0, co.order, direction)
+            h = errors.initial_step(field, tau[:, 0], user, y, k0, co.order, direction)
     else:
-        h = torch.full_like(tau, options.first_step)
+        h = torch.full((batch,), options.first_step, **f64)
+    h = h[:, None]
     min_step, max_step = options.min_step, options.max_step
     clamped = min_step > 0.0 or max_step < math.inf
     if clamped:
         h = h.clamp(min_step, max_step)
-    t_stop = taus[:, -1].clone()  # -inf for a failed sample: then `tau < t_stop` is False
-    stages, a, c, fsal, reuse = co.stages, co.a, co.c, co.fsal, co.reuse_last
-    b_error = co.b_error / math.sqrt(numel)
-    dtype = y.dtype
-    # Each sample's scalars spread over its N elements by one index_select (cheaper than
-    # broadcasting a [B, 1] tensor in every elementwise op).
-    spread = torch.arange(batch, device=device).repeat_interleave(numel)
-    # Controller: safety * r^(-1/k) = (r * safety^-k)^(-1/k).
+    t_stop = taus[:, -1:].clone()  # -inf for a failed sample: then `tau < t_stop` is False
+    stages, fsal, reuse = co.stages, co.fsal, co.reuse_last
+    last = stages - 1
+    # Controller: safety * r^(-1/k) = (r * safety^-k)^(-1/k). The loop works with
+    # rp = r * safety^-k (accepted: rp <= safety^-k), that factor and the RMS's 1/sqrt(N)
+    # folded into b_error.
     exponent = -1.0 / co.order
     pre = options.safety ** (-co.order)
+    b_error = co.b_error * (pre / math.sqrt(numel))
     ifactor, dfactor = options.ifactor, options.dfactor
-    active = torch.ones(batch, dtype=torch.bool, device=device)
+    # The times of all stages and tau + h, of every sample, in one op: T = tau + c h.
+    c_col = torch.tensor(tuple(co.c) + (1.0,), **f64).view(-1, 1, 1)
+    nonneg = bool((tau >= 0).all())  # solver times then stay >= 0: |tau| = tau
+    w = _Work(buffered, co, batch, numel, shape, t_shape, forward, dtype, device)
+    if buffered:
+        w.rows[0].copy_(k0)
+    flags = torch.ones((2, batch, 1), dtype=torch.bool, device=device)  # [active, underflow]
     h_fail = torch.zeros_like(h)
     forced = torch.zeros((), dtype=torch.bool, device=device) if min_step > 0 else None
-    shape = field.shape
+    a = w.a
+    # Without a graph, the loop's no-autograd sections need no context switch.
+    quiet = torch.no_grad() if not buffered else contextlib.nullcontext()
     iteration = 0
 
     while True:
         if iteration >= options.max_num_steps:
             # A running sample has made one attempt per iteration: all of them are out of budget.
-            status = torch.where(active, _MAX_STEPS, status).to(torch.int8)
-            h_fail = torch.where(active, h, h_fail)
+            status = torch.where(flags[0].view(batch), _MAX_STEPS, status).to(torch.int8)
+            h_fail = torch.where(flags[0], h, h_fail)
             break
-        t1 = tau + h
-        h_user = h if forward else h * direction
-        hs = h_user.to(dtype)
-        if numel > 1:
-            hs = hs.index_select(0, spread)
-        t0_user = user(tau).view(t_shape)
-        t1_user = user(t1).view(t_shape)
-        ht = h_user.view(t_shape)
-        K = y.new_zeros((stages, y.shape[0]))
-        Kt = K.T
-        K_shaped = K.view(stages, *shape)
-        K[0] = k0
+        with quiet:
+            T = torch.addcmul(tau, c_col, h, out=w.T)
+            Tu = T if forward else torch.mul(T, sign, out=w.Tu)
+            times = w.times if buffered else Tu.view(stages + 1, *t_shape).unbind(0)
+            t1 = w.t1 if buffered else T[stages]
+        hs = h if forward else h * sign
+        if hs.dtype != dtype:
+            hs = hs.to(dtype)
+        if not buffered:
+            w.new_stages(k0)
+        K, kt, rows = w.K, w.kt, w.rows
         yi = y
         for i in range(1, stages):
-            yi = torch.addcmul(y, hs, torch.mv(Kt, a[i]))
-            ti = t1_user if c[i] == 1.0 else torch.add(t0_user, ht, alpha=c[i])
-            K_shaped[i] = field(ti, yi)
-        y1 = yi if fsal else torch.addcmul(y, hs, torch.mv(Kt, co.b))
-        with torch.no_grad():
-            ratio = errors.ratio(K, b_error, h, y, y1)
-            accepted = ratio <= 1.0  # False for NaN too
-            grow = accepted  # lo = 1 after an accepted step (ratio == 1 exactly: see below)
+            inc = torch.mv(kt[i], a[i], out=w.inc)
+            yi = torch.addcmul(y, hs, w.inc_bn if buffered else inc.view(batch, numel),
+                               out=w.stage)
+            out = field(times[i], w.stage_shaped if buffered else yi.view(shape))
+            if buffered:
+                w.shaped[i].copy_(out)
+            else:
+                K[i] = out.reshape(-1)
+        if fsal:
+            y1 = yi
+        else:
+            inc = torch.mv(w.Kt, co.b, out=w.inc)
+            y1 = torch.addcmul(y, hs, w.inc_bn if buffered else inc.view(batch, numel),
+                               out=w.stage)
+        with quiet:
+            err = torch.mv(w.Kt, b_error, out=w.err)
+            err = w.err_bn if buffered else err.view(batch, numel)
+            mag = torch.maximum(torch.abs(y, out=w.abs0), torch.abs(y1, out=w.abs1), out=w.abs0)
+            err.div_(errors.scale(mag, out=w.abs1))
+            rp = torch.linalg.vector_norm(err, dim=1, keepdim=True, out=w.norm)
+            rp = torch.mul(rp if rp.dtype == torch.float64 else rp.double(), h, out=w.rp)
+            accepted = rp <= pre  # False for NaN too
+            grow = accepted
             if forced is not None:
                 # torchdiffeq's min_step: a step at the floor is accepted whatever its (finite)
                 # error; the next one is then chosen as after a rejection (as the joint loop).
-                at_floor = (h <= min_step) & torch.isfinite(ratio) & ~accepted & active
+                at_floor = (h <= min_step) & torch.isfinite(rp) & ~accepted & flags[0]
                 forced = forced | at_floor.any()
-                grow = ratio < 1.0
+                grow = rp < pre
                 accepted = accepted | at_floor
-            tau_new = torch.where(accepted, t1, tau)
-        outputs.record(tau, tau_new, h_user, y, K, active, accepted)
-        acc = accepted.index_select(0, spread) if numel > 1 else accepted
-        y = torch.where(acc, y1, y)
+            tau_next = torch.where(accepted, t1, tau)
+        outputs.record(tau, tau_next, h, y, w.K_bsn if buffered else outputs.stages_view(K),
+                       flags, accepted)
+        y = torch.where(accepted, y1, y)
         if reuse:
-            k0 = torch.where(acc, K[-1], k0)
-        with torch.no_grad():
-            tau = tau_new
-            active = tau < t_stop
+            if buffered:
+                k0 = torch.where(accepted, rows[last], rows[0], out=rows[0])
+            else:
+                k0 = torch.where(accepted, K[last].view(batch, numel), k0)
+        with quiet:
+            active = tau_next < t_stop
             # The integral controller, element-wise: a NaN or inf ratio gives dfactor (fmax
             # drops the NaN), a zero ratio ifactor. (torchdiffeq's lo is 1 only for ratio < 1;
             # ratio == 1 exactly, a measure-zero case, grows by 1 here instead of 0.9.)
-            factor = torch.fmax((ratio * pre).pow_(exponent), grow).clamp_(dfactor, ifactor)
+            factor = torch.pow(rp, exponent, out=w.x)
+            factor = torch.fmax(factor, grow, out=w.x).clamp_(dfactor, ifactor)
             h_try = h
             h = h * factor
             if clamped:
-                h = h.clamp_(min_step, max_step)
-            h = h.mul_(active)  # frozen: finished or failed samples step by 0
+                h.clamp_(min_step, max_step)
+            h.mul_(active)  # frozen: finished or failed samples step by 0
             # A step of at most 10 ulp of the time underflows. Inactive samples (h = 0) count
             # too, so trouble is: more such samples than inactive ones.
-            small = h <= tau.abs().mul_(_UNDERFLOW)
+            small = h <= torch.mul(tau_next if nonneg else tau_next.abs(), _UNDERFLOW, out=w.thr)
             if forced is not None:
-                small = small | (~torch.isfinite(ratio) & (h_try <= min_step) & active)
+                small |= ~torch.isfinite(rp) & (h_try <= min_step) & active
+            flags = torch.stack((active, small))
+            counts = flags.sum((1, 2))
             flush = outputs.due()
-            checks = [active, small]
             if flush:
-                checks.append(outputs.window())
-            counts = torch.stack(checks).sum(1) if not flush else torch.cat(
-                [torch.stack(checks[:2]).sum(1), checks[2].view(1)])
-            flags = counts.tolist()
+                counts = torch.cat([counts, outputs.window().view(1)])
+            counts = counts.tolist()
+        tau = tau_next
         if not reuse:
-            k0 = field(user(tau).view(t_shape), y).reshape(-1)
+            k0 = field((tau if forward else tau * sign).view(t_shape),
+                       y.view(shape)).reshape(batch, numel)
+            if buffered:
+                rows[0].copy_(k0)
         iteration += 1
         if flush:
-            outputs.flush(flags[2])
-        if flags[1] > batch - flags[0]:
+            outputs.flush(counts[2])
+        if counts[1] > batch - counts[0]:
             # Rare path: samples whose step size underflowed fail (NON_FINITE if their last
             # error was not finite: the step keeps producing NaN or inf), and are frozen.
-            with torch.no_grad():
+            with quiet:
                 trouble = small & active
-                code = torch.where(torch.isfinite(ratio), _STEP_TOO_SMALL, _NON_FINITE)
-                status = torch.where(trouble, code, status).to(torch.int8)
+                code = torch.where(torch.isfinite(rp), _STEP_TOO_SMALL, _NON_FINITE)
+                status = torch.where(trouble, code, status[:, None]).view(batch).to(torch.int8)
                 h_fail = torch.where(trouble, h_try * factor, h_fail)
                 t_stop = torch.where(trouble, -math.inf, t_stop)
-                active = active & ~trouble
-                flags[0] = int(active.sum())
-        if not flags[0]:
+                flags = torch.stack((active & ~trouble, small))
+                counts[0] = int(flags[0].sum())
+        if not counts[0]:
             break
 
     if forced is not None and bool(forced):
@@ -308,6 +391,8 @@ def integrate_per_sample(
     n_steps, n_accepted = outputs.counts()
     per_attempt = stages - 1
     nfe = 1 + int(automatic_first) + per_attempt * n_steps + (0 if reuse else n_accepted)
-    h_final = torch.where(status == 0, h, h_fail)
-    return SampleRun(ys, status, tau, h_final, y.view(batch, -1),
-                     k0.view(batch, -1), n_steps, n_accepted, nfe, field.calls, iteration)
+    h = h.view(batch)
+    h_final = torch.where(status == 0, h, h_fail.view(batch))
+    k0 = k0.clone() if buffered else k0
+    return SampleRun(ys, status, tau.reshape(batch), h_final, y, k0, n_steps, n_accepted, nfe,
+                     field.calls, iteration)

@@ -1,8 +1,8 @@
 """Dense output of the per-sample loop, located and evaluated on the device.
 
 Each sample has its own output times ``taus[b]`` (solver time, increasing). The loop records
-every iteration (start and end time of each sample, its signed step, start state and stage
-matrix); every ``chunk`` iterations (and at the end) the outputs passed in those iterations are
+every iteration (start and end time of each sample, its step, start state and stage matrix);
+every ``chunk`` iterations (and at the end) the outputs passed in those iterations are
 found with ``searchsorted`` and interpolated with the tableau's polynomials
 (:mod:`node.interpolation`), for all samples at once:
 
@@ -31,10 +31,11 @@ _MAX_CHUNK = 64
 
 class DenseOutputs:
     def __init__(self, taus: torch.Tensor, y0: torch.Tensor, tableau: ButcherTableau,
-                 stages: int) -> None:
+                 stages: int, sign, buffered: bool) -> None:
         self.taus = taus.contiguous()
         self.batch, self.n_out = taus.shape
         self.numel = y0.shape[1]
+        self.sign = sign  # the direction (a number or [B, 1]): user step = sign * solver step
         device = y0.device
         polys = dense_polynomials(tableau) if self.n_out > 1 else ((0.0,),) * stages
         self.polys_t = torch.tensor(polys, dtype=torch.float64, device=device).T  # [P, S]
@@ -49,13 +50,27 @@ class DenseOutputs:
         row_bytes = stages * y0.numel() * y0.element_size()
         self.chunk = max(1, min(_MAX_CHUNK, _CHUNK_BYTES // max(row_bytes, 1)))
         self._records: list[tuple] = []
-        self._ends = None
         self._hi = None
+        # Without a graph, the stage matrices go straight into one chunk buffer, laid out
+        # [M, B, S, N] so that the records of the outputs are gathered by one index_select
+        # (stacking 64 records at every flush costs more than the loop's copies).
+        self.kbuf = None
+        if buffered:
+            self.kbuf = y0.new_empty((self.chunk, self.batch, stages, self.numel))
 
-    def record(self, tau0, tau1, h, y, K, active, accepted) -> None:
-        """One iteration: start and end times ``[B]`` (end = start if not accepted), the signed
-        step ``h`` in user time, the start state, the stage matrix ``[S, B * N]``, the masks."""
-        self._records.append((tau0, tau1, h, y, K, active, accepted))
+    def stages_view(self, K: torch.Tensor) -> torch.Tensor:
+        """The ``[B, S, N]`` view of a ``[S, B * N]`` stage matrix that :meth:`record`
+        takes (make it once for a reused buffer)."""
+        return K.view(self.stages, self.batch, self.numel).transpose(0, 1)
+
+    def record(self, tau0, tau1, h, y, K, flags, accepted) -> None:
+        """One iteration: start and end solver times ``[B, 1]`` (end = start if not accepted),
+        the step ``h`` in solver time ``[B, 1]``, the start state ``[B, N]``, the stage matrix
+        ``[B, S, N]`` as :meth:`stages_view` gives it, the flags ``[2, B, 1]`` (row 0: active),
+        accepted ``[B, 1]``. Without a graph ``K`` is copied (the caller may reuse it)."""
+        if self.kbuf is not None:
+            K = self.kbuf[len(self._records)].copy_(K)
+        self._records.append((tau0, tau1, h, y, K, flags, accepted))
 
     def due(self) -> bool:
         return len(self._records) >= self.chunk
@@ -63,45 +78,45 @@ class DenseOutputs:
     def window(self) -> torch.Tensor:
         """The largest number of outputs any sample passed in the recorded iterations (a 0-d
         device tensor, to read with the loop's synchronisation); then :meth:`flush`."""
-        self._ends = torch.stack([r[1] for r in self._records], 1)  # [B, M]
-        self._hi = torch.searchsorted(self.taus, self._records[-1][1][:, None],
-                                     right=True).squeeze(1)
+        self._hi = torch.searchsorted(self.taus, self._records[-1][1], right=True).view(-1)
         return (self._hi - self.lo).max()
 
     def flush(self, width: int) -> None:
         """Evaluate the outputs of the recorded iterations (``width`` from :meth:`window`)."""
-        records, ends, hi = self._records, self._ends, self._hi
-        active = torch.stack([r[5] for r in records])
-        self.n_steps += active.sum(0)
-        self.n_accepted += (active & torch.stack([r[6] for r in records])).sum(0)
+        records, hi = self._records, self._hi
+        active = torch.stack([r[5][0] for r in records])  # [M, B, 1]
+        accepted = torch.stack([r[6] for r in records])
+        self.n_steps += active.sum(0).view(-1)
+        self.n_accepted += (active & accepted).sum(0).view(-1)
         if width > 0:
-            self._interpolate(records, ends, hi, width)
+            self._interpolate(records, hi, width)
         self.lo = hi
-        self._records, self._ends, self._hi = [], None, None
+        self._records, self._hi = [], None
 
-    def _interpolate(self, records, ends, hi, width: int) -> None:
+    def _interpolate(self, records, hi, width: int) -> None:
         B, N, S, M = self.batch, self.numel, self.stages, len(records)
         j = self.lo[:, None] + torch.arange(width, device=hi.device)
         valid = j < hi[:, None]
         j = j.clamp_max(self.n_out - 1)
         tq = self.taus.gather(1, j)  # [B, W]
+        ends = torch.cat([r[1] for r in records], 1)  # [B, M]
         m = torch.searchsorted(ends, tq).clamp_max(M - 1)
-        starts = torch.stack([r[0] for r in records], 1)
+        starts = torch.cat([r[0] for r in records], 1)
         tau0, tau1 = starts.gather(1, m), ends.gather(1, m)
         # Invalid entries (past a sample's outputs in this chunk) get theta 0: finite weights,
         # so that no NaN reaches a gradient through them; they are dropped in finish().
         theta = torch.where(valid, (tq - tau0) / (tau1 - tau0), 0.0)
         powers = theta[..., None].expand(B, width, self.polys_t.shape[0]).cumprod(-1)
         weights = (powers @ self.polys_t).view(B * width, 1, S)  # b_i(theta)
-        h = torch.stack([r[2] for r in records], 1).gather(1, m).view(B * width, 1)
-        # Rows (m, b) of the records, with M and B adjacent so that one index_select gathers.
+        h = torch.cat([r[2] for r in records], 1).gather(1, m) * self.sign  # the user's step
+        # The record (m, b) of every output: its state [B * W, N] and stages [B * W, S, N].
         rows = (m * B + self.samples).view(-1)
         ys = torch.stack([r[3] for r in records]).view(M * B, N).index_select(0, rows)
-        ks = torch.stack([r[4].view(S, B, N) for r in records], 1).view(S, M * B, N)
-        ks = ks.index_select(1, rows).transpose(0, 1)  # [B * W, S, N]
+        ks = self.kbuf[:M] if self.kbuf is not None else torch.stack([r[4] for r in records])
+        ks = ks.reshape(M * B, S, N).index_select(0, rows)
         dtype = ys.dtype
         increment = torch.bmm(weights.to(dtype), ks).view(B * width, N)
-        vals = torch.addcmul(ys, h.to(dtype), increment)
+        vals = torch.addcmul(ys, h.view(B * width, 1).to(dtype), increment)
         self.rows.append((j * B + self.samples).reshape(-1))
         self.vals.append(vals)
         self.valid.append(valid.reshape(-1))
