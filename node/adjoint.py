@@ -93,6 +93,18 @@ def _real_flat(g: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(g.resolve_conj()).reshape(-1) if g.is_complex() else g.reshape(-1)
 
 
+def param_gradients(a_p: torch.Tensor, params) -> list[torch.Tensor]:
+    """The flat parameter adjoint split into one gradient per parameter (complex ones from
+    their real views)."""
+    grads, offset = [], 0
+    for p in params:
+        piece = a_p[offset : offset + real_numel(p)]
+        grads.append(torch.view_as_complex(piece.view(*p.shape, 2)) if p.is_complex()
+                     else piece.view_as(p))
+        offset += real_numel(p)
+    return grads
+
+
 def _augmented_tolerance(tol, n_params: int):
     if not isinstance(tol, torch.Tensor):
         return tol
@@ -176,15 +188,7 @@ class AdjointSolver:
             grad_t[0] = -torch.dot(k0, a - grad_ys[0]).to(t.dtype)
         self.stats["nfe_backward"] = f_aug.nfe + f_user.nfe
         self.stats["n_steps_backward"] = steps
-        grads_p = []
-        offset = 0
-        for p in self.params:
-            piece = a_p[offset : offset + real_numel(p)]
-            grads_p.append(torch.view_as_complex(piece.view(*p.shape, 2)) if p.is_complex()
-                           else piece.view_as(p))
-            offset += real_numel(p)
-        return a, grad_t, grads_p
-
+        return a, grad_t, param_gradients(a_p, self.params)
 
     @staticmethod
     def _landing(options, t_end: float):
@@ -230,16 +234,6 @@ def solve_adjoint(
     """Solve ``problem`` with the adjoint gradient (arguments as in :func:`node.solve`;
     ``options_given``: whether the caller gave ``options``)."""
     method = problem.tableau if adjoint_method is None else get_tableau(adjoint_method)
-    if isinstance(method, ImplicitTableau):
-        # The backward solve re-integrates y backwards in time, which is exponentially unstable
-        # for stiff dynamics whatever the method (I - h gamma J turns singular for the reversed
-        # decay): a stiff adjoint needs the forward trajectory instead (not implemented).
-        raise ValueError(
-            f"gradient='adjoint' with the implicit method {method.name!r} is not supported: the "
-            "adjoint's backward solve integrates the state backwards, which is unstable for "
-            "the stiff problems implicit methods are for; use gradient='checkpoint' (or "
-            "'direct'), whose gradients of implicit steps are exact (implicit function "
-            "theorem), or an explicit adjoint_method for a non-stiff problem")
     if adjoint_options is None:
         if method.name != problem.tableau.name and options_given:
             raise ValueError(
@@ -265,7 +259,13 @@ def solve_adjoint(
         "adjoint_rtol", adjoint_rtol)
     atol = problem.atol if adjoint_atol is None else problem.layout.flat_tolerance(
         "adjoint_atol", adjoint_atol)
-    solver = AdjointSolver(problem, params, rtol, atol, method, parsed, norm_choice)
+    solver_class = AdjointSolver
+    if isinstance(method, ImplicitTableau):
+        # Re-solving y backwards is unstable for stiff dynamics (a mode decaying forward grows
+        # backward): an implicit adjoint method solves a alone along the recorded forward
+        # solution. (Imported here: node.stiff_adjoint builds on this module.)
+        from node.stiff_adjoint import InterpolatingAdjoint as solver_class
+    solver = solver_class(problem, params, rtol, atol, method, parsed, norm_choice)
     y0_flat = problem.layout.flatten(problem.y0)
     ys_flat = _AdjointFunction.apply(solver, y0_flat, problem.t, *params)
     return finish(problem, solver.run, solver.f, ys_flat, on_failure, stats=solver.stats)
