@@ -32,15 +32,17 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from node.adjoint_norms import adjoint_norm, real_numel
+from node.adjoint_state import augmented_tolerance, landing, param_gradients, real_flat
 from node.callbacks import warn_uncalled
 from node.errors import SolverError, Status
 from node.implicit_tableau import ImplicitTableau
 from node.methods import get_tableau
-from node.options import AdaptiveOptions, options_dict, parse_options, uses_fixed_grid
+from node.options import options_dict, parse_options, uses_fixed_grid
 from node.outcome import finish
 from node.problem import Problem
 from node.solution import Solution
 from node.state import FlatVectorField, StateLayout
+from node.stiff_adjoint import InterpolatingAdjoint
 
 
 def resolve_params(func, adjoint_params, norm_choice=None) -> tuple[torch.Tensor, ...]:
@@ -85,34 +87,8 @@ class AugmentedDynamics:
         parts = [fy.detach()]
         for g, x in zip(grads, inputs, strict=True):
             parts.append(torch.zeros(real_numel(x), dtype=aug.dtype, device=aug.device)
-                         if g is None else _real_flat(g).neg())
+                         if g is None else real_flat(g).neg())
         return torch.cat(parts)
-
-
-def _real_flat(g: torch.Tensor) -> torch.Tensor:
-    return torch.view_as_real(g.resolve_conj()).reshape(-1) if g.is_complex() else g.reshape(-1)
-
-
-def param_gradients(a_p: torch.Tensor, params) -> list[torch.Tensor]:
-    """The flat parameter adjoint split into one gradient per parameter (complex ones from
-    their real views)."""
-    grads, offset = [], 0
-    for p in params:
-        piece = a_p[offset : offset + real_numel(p)]
-        grads.append(torch.view_as_complex(piece.view(*p.shape, 2)) if p.is_complex()
-                     else piece.view_as(p))
-        offset += real_numel(p)
-    return grads
-
-
-def _augmented_tolerance(tol, n_params: int):
-    if not isinstance(tol, torch.Tensor):
-        return tol
-    # the parameter adjoint takes the loosest finite tolerance (an infinite one, of a channel left
-    # out of the forward error test, must not leave the parameters out too)
-    finite = tol[torch.isfinite(tol)]
-    loosest = finite.max() if finite.numel() else tol.max()
-    return torch.cat([tol, tol, loosest.expand(n_params)])
 
 
 class AdjointSolver:
@@ -139,8 +115,8 @@ class AdjointSolver:
             direction=-problem.direction,
             tableau=method,
             options=options,
-            rtol=_augmented_tolerance(rtol, n_params),
-            atol=_augmented_tolerance(atol, n_params),
+            rtol=augmented_tolerance(rtol, n_params),
+            atol=augmented_tolerance(atol, n_params),
         )
         warn_uncalled(problem.func, method.name, self.backward_problem.fixed_grid, "_adjoint")
 
@@ -169,7 +145,7 @@ class AdjointSolver:
                 grad_t[i] = torch.dot(k, grad_ys[i]).to(t.dtype)
             taus = [taus_back[i], taus_back[i - 1]]
             interval = replace(bp, t=t[i - 1 : i + 1].flip(0), taus=taus,
-                               options=self._landing(bp.options, float(t[i - 1])))
+                               options=landing(bp.options, float(t[i - 1])))
             run = interval.integrate(f_aug, torch.cat([ys[i], a, a_p]), norm=self.norm,
                                      norm_homogeneous=self.norm.homogeneous, first_step=h,
                                      callback_suffix="_adjoint")
@@ -189,14 +165,6 @@ class AdjointSolver:
         self.stats["nfe_backward"] = f_aug.nfe + f_user.nfe
         self.stats["n_steps_backward"] = steps
         return a, grad_t, param_gradients(a_p, self.params)
-
-    @staticmethod
-    def _landing(options, t_end: float):
-        """Options whose last step lands exactly on the interval's end: ``a`` jumps there, so
-        a step past it would be thrown away (interpolated back) anyway."""
-        if not isinstance(options, AdaptiveOptions) or t_end in options.jump_t:
-            return options
-        return replace(options, step_t=(*options.step_t, t_end))
 
 
 class _AdjointFunction(torch.autograd.Function):
@@ -259,12 +227,9 @@ def solve_adjoint(
         "adjoint_rtol", adjoint_rtol)
     atol = problem.atol if adjoint_atol is None else problem.layout.flat_tolerance(
         "adjoint_atol", adjoint_atol)
-    solver_class = AdjointSolver
-    if isinstance(method, ImplicitTableau):
-        # Re-solving y backwards is unstable for stiff dynamics (a mode decaying forward grows
-        # backward): an implicit adjoint method solves a alone along the recorded forward
-        # solution. (Imported here: node.stiff_adjoint builds on this module.)
-        from node.stiff_adjoint import InterpolatingAdjoint as solver_class
+    # Re-solving y backwards is unstable for stiff dynamics (a mode decaying forward grows
+    # backward): an implicit adjoint method solves a alone along the recorded forward solution.
+    solver_class = InterpolatingAdjoint if isinstance(method, ImplicitTableau) else AdjointSolver
     solver = solver_class(problem, params, rtol, atol, method, parsed, norm_choice)
     y0_flat = problem.layout.flatten(problem.y0)
     ys_flat = _AdjointFunction.apply(solver, y0_flat, problem.t, *params)

@@ -39,11 +39,11 @@ from dataclasses import replace
 
 import torch
 
-from node.adjoint import AdjointSolver, _augmented_tolerance, _real_flat, param_gradients
 from node.adjoint_norms import AdjointNorm, adjoint_norm, real_numel
+from node.adjoint_state import augmented_tolerance, landing, param_gradients, real_flat
 from node.callbacks import warn_uncalled
 from node.errors import SolverError, Status
-from node.implicit_runge_kutta import _stage_times
+from node.implicit_runge_kutta import stage_times
 from node.jacobian import JacobianStructure
 from node.multistep import AdamsMethod
 from node.options import AdaptiveOptions
@@ -98,7 +98,7 @@ class AdjointField(FlatVectorField):
 
     def _flat_params(self, grads, like) -> torch.Tensor:
         parts = [torch.zeros(real_numel(p), dtype=like.dtype, device=like.device) if g is None
-                 else _real_flat(g).neg() for g, p in zip(grads, self.params, strict=True)]
+                 else real_flat(g).neg() for g, p in zip(grads, self.params, strict=True)]
         return torch.cat(parts) if parts else like.new_zeros(0)
 
     def __call__(self, tau: float, x: torch.Tensor, perturb: int = 0) -> torch.Tensor:
@@ -161,7 +161,7 @@ class AdjointStep:
         rows = []
         if x0.shape[0] > n:
             Z = torch.addmm(a0.unsqueeze(0), co.a, Ka, alpha=h)  # the stage values a_i
-            times = _stage_times(co, tau0, h_tau, tau1, perturb_end)
+            times = stage_times(co, tau0, h_tau, tau1, perturb_end)
             for i, (t_i, side) in enumerate(times):
                 if i == 0 and co.explicit_first:
                     if k0 is not None:
@@ -214,10 +214,8 @@ class InterpolatingAdjoint:
         self.step = AdjointStep(self.field, a_problem._implicit_step())
         self.backward_problem = replace(
             a_problem, func=self.field, callback_owner=problem.func, y0=None, layout=aug_layout,
-            rtol=_augmented_tolerance(rtol, n_params)[n:] if isinstance(rtol, torch.Tensor)
-            else rtol,
-            atol=_augmented_tolerance(atol, n_params)[n:] if isinstance(atol, torch.Tensor)
-            else atol)
+            rtol=augmented_tolerance(rtol, n_params, copies=1),
+            atol=augmented_tolerance(atol, n_params, copies=1))
         warn_uncalled(problem.func, method.name, self.backward_problem.fixed_grid, "_adjoint")
 
     def forward(self, y0_flat: torch.Tensor) -> torch.Tensor:
@@ -277,5 +275,5 @@ class InterpolatingAdjoint:
             return options
         d = self.problem.direction
         inside = self.trajectory.boundaries(*sorted((d * t_low, d * t_high)))
-        return AdjointSolver._landing(
+        return landing(
             replace(options, step_t=(*options.step_t, *(d * tau for tau in inside))), t_low)
