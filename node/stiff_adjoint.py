@@ -30,7 +30,7 @@ checkpoints and interpolation of ``y`` during the backward solve) and the one Ki
 The gradient is accurate to the tolerances, as the explicit adjoint's is: ``y(t)`` between steps
 is the forward's dense output (error ~ the forward tolerance), and the backward solve has its
 own error control (``adjoint_rtol/atol``). Memory grows with the forward's number of steps
-(``3 N`` per step), unlike the explicit adjoint's.
+(``2 N`` per step, as the checkpoint mode's), unlike the explicit adjoint's.
 """
 
 from __future__ import annotations

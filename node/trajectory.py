@@ -16,8 +16,8 @@ polynomial ``y(t0 + theta h)``, ``theta`` in [0, 1]:
   time scale of a stiff problem, where ``h |f|`` is huge: Hermite would overshoot by about
   ``h |f| / 4``, while the stage values solve the stage equations and stay bounded.
 
-Memory: ``3 N`` numbers per step (Hermite: ``y1``, ``f0``, ``f1``; ``y0`` is the previous
-step's ``y1``), or one per node.
+Memory: ``2 N`` numbers per step (Hermite: ``y1`` and ``f1``; ``y0`` and, for FSAL methods,
+``f0`` are the previous step's), or ``N`` per node.
 
 A time exactly on a step boundary belongs to the step before it (``side=-1``) or after it
 (``side=+1``), which matters only at a jump of ``func`` (``jump_t``, ``perturb``). The
@@ -79,6 +79,7 @@ class Trajectory:
         self.ends: list[float] = []
         self.pieces: list[_Hermite | _Nodal] = []
         self._y1: torch.Tensor | None = None
+        self._f1: torch.Tensor | None = None
         if nodal:
             # distinct nodes inside (0, 1), each with the last stage placed there
             inside = {c: i for i, c in enumerate(co.c) if 0.0 < c < 1.0}
@@ -95,10 +96,8 @@ class Trajectory:
         """Record a step (the tape's signature; the output bookkeeping is not needed)."""
         co = self.co
         # Under no_grad the loops reuse their buffers: keep copies. y0 is the previous y1.
-        if self._y1 is not None and self.ends and self.ends[-1] == tau0:
-            y0 = self._y1
-        else:
-            y0 = y0.clone()
+        continuing = self._y1 is not None and self.ends[-1] == tau0
+        y0 = self._y1 if continuing else y0.clone()
         y1 = torch.add(y0, torch.mv(K.T, co.b), alpha=h)
         if self.nodal:
             rows = torch.stack([co.a[i] for _, i in self._inner]) if self._inner else None
@@ -108,11 +107,18 @@ class Trajectory:
             values.append(y1.unsqueeze(0))
             piece = _Nodal(self._nodes, torch.cat(values))
         else:
-            f0 = K[0].clone() if self._first else self.f(tau0, y0, 1 if perturb_start else 0)
+            if continuing and self._f1 is not None:
+                f0 = self._f1  # FSAL: this step's first stage is the last one's (no jump between)
+            elif self._first:
+                f0 = K[0].clone()
+            else:
+                f0 = self.f(tau0, y0, 1 if perturb_start else 0)
             if co.reuse_last:
                 f1 = K[-1].clone()
             else:
                 f1 = self.f(tau1, y1, -1 if perturb_end else 0)
+            # f at a jump (perturb_end) differs on its two sides: the next step evaluates its own
+            self._f1 = f1 if co.reuse_last and not perturb_end else None
             piece = _Hermite(y0, y1, f0, f1, h)
         self.starts.append(tau0)
         self.ends.append(tau1)
