@@ -37,17 +37,19 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from node.adjoint_norms import adjoint_norm, real_numel
+from node.adjoint_state import augmented_tolerance, landing, param_gradients, real_flat
 from node.callbacks import warn_uncalled
 from node.errors import SolverError, Status
 from node.implicit_tableau import ImplicitTableau
 from node.methods import get_tableau
-from node.options import AdaptiveOptions, options_dict, parse_options, uses_fixed_grid
+from node.options import options_dict, parse_options, uses_fixed_grid
 from node.outcome import finish
 from node.problem import Problem
 from node.scipy_solver import METHOD as SCIPY_METHOD
 from node.scipy_solver import ScipyProblem, finish_scipy, scipy_options, warn_uncalled_callbacks
 from node.solution import Integration, Solution
 from node.state import StateLayout
+from node.stiff_adjoint import InterpolatingAdjoint
 
 
 def resolve_params(func, adjoint_params, norm_choice=None) -> tuple[torch.Tensor, ...]:
@@ -92,22 +94,8 @@ class AugmentedDynamics:
         parts = [fy.detach()]
         for g, x in zip(grads, inputs, strict=True):
             parts.append(torch.zeros(real_numel(x), dtype=aug.dtype, device=aug.device)
-                         if g is None else _real_flat(g).neg())
+                         if g is None else real_flat(g).neg())
         return torch.cat(parts)
-
-
-def _real_flat(g: torch.Tensor) -> torch.Tensor:
-    return torch.view_as_real(g.resolve_conj()).reshape(-1) if g.is_complex() else g.reshape(-1)
-
-
-def _augmented_tolerance(tol, n_params: int):
-    if not isinstance(tol, torch.Tensor):
-        return tol
-    # the parameter adjoint takes the loosest finite tolerance (an infinite one, of a channel left
-    # out of the forward error test, must not leave the parameters out too)
-    finite = tol[torch.isfinite(tol)]
-    loosest = finite.max() if finite.numel() else tol.max()
-    return torch.cat([tol, tol, loosest.expand(n_params)])
 
 
 class AdjointSolver:
@@ -126,8 +114,8 @@ class AdjointSolver:
         aug_layout = StateLayout(torch.empty(2 * n + n_params, dtype=problem.layout.dtype,
                                              device=problem.layout.device))
         aug_func = AugmentedDynamics(problem.func, problem.layout, params)
-        rtol = _augmented_tolerance(rtol, n_params)
-        atol = _augmented_tolerance(atol, n_params)
+        rtol = augmented_tolerance(rtol, n_params)
+        atol = augmented_tolerance(atol, n_params)
         if method == SCIPY_METHOD:
             warn_uncalled_callbacks(problem.func, "_adjoint")
             self.intervals = _ScipyIntervals(ScipyProblem(
@@ -180,14 +168,7 @@ class AdjointSolver:
             grad_t[0] = -torch.dot(k0, a - grad_ys[0]).to(t.dtype)
         self.stats["nfe_backward"] = intervals.f.nfe + f_user.nfe
         self.stats["n_steps_backward"] = intervals.steps
-        grads_p = []
-        offset = 0
-        for p in self.params:
-            piece = a_p[offset : offset + real_numel(p)]
-            grads_p.append(torch.view_as_complex(piece.view(*p.shape, 2)) if p.is_complex()
-                           else piece.view_as(p))
-            offset += real_numel(p)
-        return a, grad_t, grads_p
+        return a, grad_t, param_gradients(a_p, self.params)
 
 
 class _Intervals:
@@ -232,21 +213,13 @@ class _NodeIntervals(_Intervals):
         bp = self.problem
         taus = [bp.direction * float(v) for v in t_pair.detach().tolist()]
         interval = replace(bp, t=t_pair, taus=taus,
-                           options=self._landing(bp.options, float(t_pair[1])))
+                           options=landing(bp.options, float(t_pair[1])))
         run = interval.integrate(self.f, aug0, norm=self.norm,
                                  norm_homogeneous=self.norm.homogeneous, first_step=self.h,
                                  callback_suffix="_adjoint")
         self._check(run)
         self.h = run.h if not interval.fixed_grid else None
         return run.outputs[-1]
-
-    @staticmethod
-    def _landing(options, t_end: float):
-        """Options whose last step lands exactly on the interval's end: ``a`` jumps there, so
-        a step past it would be thrown away (interpolated back) anyway."""
-        if not isinstance(options, AdaptiveOptions) or t_end in options.jump_t:
-            return options
-        return replace(options, step_t=(*options.step_t, t_end))
 
 
 class _ScipyIntervals(_Intervals):
@@ -322,16 +295,13 @@ def solve_adjoint(
     (``method`` or ``adjoint_method`` ``"scipy_solver"``), the other one of node's methods."""
     scipy_forward = isinstance(problem, ScipyProblem)
     method = _backward_method(problem, adjoint_method)
-    if isinstance(method, ImplicitTableau):
-        # The backward solve re-integrates y backwards in time, which is exponentially unstable
-        # for stiff dynamics whatever the method (I - h gamma J turns singular for the reversed
-        # decay): a stiff adjoint needs the forward trajectory instead (not implemented).
+    if isinstance(method, ImplicitTableau) and scipy_forward:
+        # the interpolating adjoint reads y(t) from the forward's recorded steps, which SciPy's
+        # solve_ivp does not hand out
         raise ValueError(
-            f"gradient='adjoint' with the implicit method {method.name!r} is not supported: the "
-            "adjoint's backward solve integrates the state backwards, which is unstable for "
-            "the stiff problems implicit methods are for; use gradient='checkpoint' (or "
-            "'direct'), whose gradients of implicit steps are exact (implicit function "
-            "theorem), or an explicit adjoint_method for a non-stiff problem")
+            f"adjoint_method={method.name!r} (implicit) needs a forward solve by node's own "
+            f"methods, got method={SCIPY_METHOD!r}; use adjoint_method={SCIPY_METHOD!r} with "
+            "options=dict(solver='Radau') for a stiff backward solve, or gradient='checkpoint'")
     name, forward_name = _method_name(method), problem.name if scipy_forward else (
         problem.tableau.name)
     if adjoint_options is None:
@@ -361,7 +331,10 @@ def solve_adjoint(
         "adjoint_rtol", adjoint_rtol)
     atol = problem.atol if adjoint_atol is None else problem.layout.flat_tolerance(
         "adjoint_atol", adjoint_atol)
-    solver = AdjointSolver(problem, params, rtol, atol, method, parsed, norm_choice)
+    # Re-solving y backwards is unstable for stiff dynamics (a mode decaying forward grows
+    # backward): an implicit adjoint method solves a alone along the recorded forward solution.
+    solver_class = InterpolatingAdjoint if isinstance(method, ImplicitTableau) else AdjointSolver
+    solver = solver_class(problem, params, rtol, atol, method, parsed, norm_choice)
     y0_flat = problem.layout.flatten(problem.y0)
     ys_flat = _AdjointFunction.apply(solver, y0_flat, problem.t, *params)
     if scipy_forward:

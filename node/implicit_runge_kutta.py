@@ -108,7 +108,7 @@ class ImplicitRKStep:
     def solve_stages(self, f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end=False,
                      perturb_start=False) -> torch.Tensor:
         """The converged stage derivatives ``K*`` (``[S, N]``, no graph)."""
-        times = _stage_times(co, tau0, h_tau, tau1, perturb_end)
+        times = stage_times(co, tau0, h_tau, tau1, perturb_end)
         with torch.no_grad():
             if co.explicit_first and k0 is None:
                 k0 = f(tau0, y0, 1 if perturb_start else 0)
@@ -121,7 +121,7 @@ class ImplicitRKStep:
         (:mod:`node.implicit_gradient`); evaluates an explicit first stage if ``k0`` is None."""
         if co.explicit_first and k0 is None:
             k0 = f(tau0, y0, 1 if perturb_start else 0)
-        times = _stage_times(co, tau0, h_tau, tau1, perturb_end)
+        times = stage_times(co, tau0, h_tau, tau1, perturb_end)
         K = attach_stage_gradients(f, co, self.structure, times, y0, K_star, k0, h)
         return torch.add(y0, torch.mv(K.T, co.b), alpha=h), K
 
@@ -188,7 +188,7 @@ class ImplicitRKStep:
         return K
 
 
-def _stage_times(co, tau0: float, h_tau: float, tau1: float, perturb_end: bool):
+def stage_times(co, tau0: float, h_tau: float, tau1: float, perturb_end: bool):
     """``(solver time, perturb side)`` of every stage (as :func:`rk_step` evaluates them)."""
     return [(tau1, -1 if perturb_end else 0) if c == 1.0 else (tau0 + c * h_tau, 0)
             for c in co.c]

@@ -11,7 +11,9 @@ estimated by ``eta * ||dz_k||`` with ``eta = theta / (1 - theta)``; the iteratio
 when that is at most ``kappa`` (``options['newton_tol']``, default 1e-2: the Newton error is a
 hundredth of what the error test allows). On the first iteration ``eta`` is carried over from the
 previous stage as ``max(eta_old, eps) ** 0.8``, so that a (nearly) linear problem converges in one
-iteration. An update below ``10 eps / rtol`` in this norm is round-off and counts as converged.
+iteration (not on fixed grids, which have no error test to catch a stale rate: there the first
+iterate is accepted only if its update is itself below ``kappa``). An update below
+``10 eps / rtol`` in this norm is round-off and counts as converged.
 
 It fails (:class:`NewtonFailure`) when ``theta >= 1`` (divergence), on non-finite values, after
 ``max_iters`` iterations, or, in adaptive solves (``early_exit``), as soon as the rate predicts
@@ -44,6 +46,11 @@ class NewtonSettings:
     kappa: float = 1e-2
     early_exit: bool = True
     floor: float = 0.0  # updates below this (scaled) are round-off
+    # Accept the first iterate on the rate carried over from the previous stage. Fixed grids do
+    # not: there no error test would catch a first iterate accepted on a stale rate (the rate
+    # of a nearly linear stretch, then a predictor far out on a nonlinear one: implicit Euler
+    # on torchdiffeq's ConstantODE kept a 7e-5 error per step that way).
+    carry_rate: bool = True
 
 
 class ChordNewton:
@@ -87,7 +94,8 @@ class ChordNewton:
                 if (s.early_exit and k < s.max_iters
                         and theta ** (s.max_iters - k) / (1.0 - theta) * norm > s.kappa):
                     raise NewtonFailure(k, f"converges too slowly (rate {theta:.3g})")
-            if eta * norm <= s.kappa or norm <= s.floor:
+            if (eta * norm <= s.kappa and (k > 1 or s.carry_rate or norm <= s.kappa)
+                    or norm <= s.floor):
                 self.eta = eta
                 return z
             previous = norm

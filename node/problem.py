@@ -83,7 +83,7 @@ class Problem:
         eps = torch.finfo(self.layout.dtype).eps
         settings = NewtonSettings(
             max_iters=options.max_iters, kappa=options.newton_tol,
-            early_exit=not self.fixed_grid,
+            early_exit=not self.fixed_grid, carry_rate=not self.fixed_grid,
             floor=10.0 * eps / min_rtol if min_rtol > 0 else 0.0)
         # The Newton norm: RMS scaled by the error test's atol + rtol |y0| (never the user's
         # norm, which may not weigh every entry).

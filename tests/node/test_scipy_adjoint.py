@@ -197,3 +197,12 @@ def test_non_finite_derivative_from_the_start_is_a_solver_error(solver):
                     torch.linspace(0.0, 1.0, 3, dtype=F64), method="scipy_solver",
                     options=dict(solver=solver))
     assert err.value.status is node.Status.NON_FINITE
+
+
+def test_scipy_forward_with_an_implicit_adjoint_method_is_refused():
+    """The interpolating adjoint of implicit methods reads y(t) from node's recorded steps."""
+    y0 = torch.tensor([1.0, 0.5], dtype=torch.float64, requires_grad=True)
+    t = torch.linspace(0.0, 1.0, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="adjoint_method='kvaerno5'.*scipy_solver"):
+        node.odeint_adjoint(lambda t, y: -y, y0, t, method="scipy_solver",
+                            adjoint_method="kvaerno5", adjoint_params=(), adjoint_options={})
