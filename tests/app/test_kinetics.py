@@ -3,6 +3,9 @@ scaled field and loss of the model, its argument errors, and its plots."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -111,3 +114,32 @@ def test_plots_are_written(tmp_path):
                                 solver=dict(method="dopri5", rtol=1e-6, atol=1e-10))
     paths = model.write_plots(dm.example_batch("test", 2), tmp_path)
     assert [p.name for p in paths] == ["species.png"] and paths[0].stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_experiment_trains_with_a_stiff_solver_and_reloads(compose_cfg, tmp_path):
+    """`experiment=rober_kim2021`, shrunk: kvaerno5 with batch Jacobians through training,
+    validation (under inference mode), testing, plots and a reloaded checkpoint."""
+    from framework.checkpoint import load_datamodule, load_model
+    from framework.run import train
+
+    overrides = [
+        "experiment=rober_kim2021", "datamodule.n_trajectories=6", "datamodule.n_times=8",
+        "datamodule.t_max=10.0", "model.hidden=4", "model.n_hidden_layers=1",
+        "model.output=exp", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1",
+        "trainer.enable_progress_bar=false", "~callbacks.model_summary", "plots.n_examples=2",
+    ]
+    cfg = compose_cfg(overrides, tmp_path)
+    assert cfg.solver.method == "kvaerno5" and cfg.solver.options.jacobian == "batch"
+    result = train(cfg)
+    metrics = result["metrics"]
+    assert metrics["train_steps"] == 2 and metrics["nfe_forward_per_step"] > 0
+    assert math.isfinite(metrics["test/mae"]) and metrics["test/mae"] < 1.0
+    assert [Path(p).name for p in result["paths"]["plots"]] == ["species.png"]
+
+    ckpt = result["paths"]["best_checkpoint"]
+    model, datamodule = load_model(ckpt), load_datamodule(ckpt)
+    batch = datamodule.example_batch("test", 2)
+    with torch.no_grad():
+        again = model.scaled_errors(batch).mean()
+    assert float(again) == pytest.approx(metrics["test/mae"], rel=1e-6)
