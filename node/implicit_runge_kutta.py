@@ -117,6 +117,24 @@ class ImplicitRKStep:
                                       perturb_start)
         return torch.add(y0, torch.mv(K.T, co.b), alpha=h), K
 
+    def deferred(self, f, tau0, y0, k0, h_tau, tau1, h, co: ImplicitCoefficients,
+                 perturb_end=False, perturb_start=False):
+        """``(y1, K, finish)``: the step's values without a graph, and ``finish()`` returning
+        ``(y1, K)`` with it. The adaptive loop calls ``finish`` for accepted steps only, so that
+        a rejected step under autograd costs no rebuild (one ``func`` evaluation per implicit
+        stage, :mod:`node.implicit_gradient`)."""
+        if co.explicit_first and k0 is None:
+            k0 = f(tau0, y0, 1 if perturb_start else 0)  # once, with its graph
+        K = self.solve_stages(f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end, perturb_start)
+        with torch.no_grad():
+            y1 = torch.add(y0, torch.mv(K.T, co.b), alpha=h)
+
+        def finish():
+            return self.differentiate(f, tau0, y0, k0, K, h_tau, tau1, h, co, perturb_end,
+                                      perturb_start)
+
+        return y1, K, finish
+
     def solve_stages(self, f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end=False,
                      perturb_start=False) -> torch.Tensor:
         """The converged stage derivatives ``K*`` (``[S, N]``, no graph)."""
