@@ -138,7 +138,7 @@ class ImplicitRKStep:
     def solve_stages(self, f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end=False,
                      perturb_start=False) -> torch.Tensor:
         """The converged stage derivatives ``K*`` (``[S, N]``, no graph)."""
-        times = _stage_times(co, tau0, h_tau, tau1, perturb_end)
+        times = _stage_times(co, tau0, h_tau, tau1, perturb_end, perturb_start)
         with torch.no_grad():
             if co.explicit_first and k0 is None:
                 k0 = f(tau0, y0, 1 if perturb_start else 0)
@@ -151,7 +151,7 @@ class ImplicitRKStep:
         (:mod:`node.implicit_gradient`); evaluates an explicit first stage if ``k0`` is None."""
         if co.explicit_first and k0 is None:
             k0 = f(tau0, y0, 1 if perturb_start else 0)
-        times = _stage_times(co, tau0, h_tau, tau1, perturb_end)
+        times = _stage_times(co, tau0, h_tau, tau1, perturb_end, perturb_start)
         K = attach_stage_gradients(f, co, self.structure, times, y0, K_star, k0, h)
         return torch.add(y0, torch.mv(K.T, co.b), alpha=h), K
 
@@ -251,7 +251,21 @@ class ImplicitRKStep:
         return K
 
 
-def _stage_times(co, tau0: float, h_tau: float, tau1: float, perturb_end: bool):
-    """``(solver time, perturb side)`` of every stage (as :func:`rk_step` evaluates them)."""
-    return [(tau1, -1 if perturb_end else 0) if c == 1.0 else (tau0 + c * h_tau, 0)
-            for c in co.c]
+def _stage_times(co, tau0: float, h_tau: float, tau1: float, perturb_end: bool,
+                 perturb_start: bool = False):
+    """``(solver time, perturb side)`` of every stage (as :func:`rk_step` evaluates them).
+
+    A node past the step's end (kvaerno5's ``c_2 = 1.23``) on an adaptive step that lands on a
+    ``jump_t`` time (``perturb_end`` alone) would evaluate ``func`` after the discontinuity, and
+    the step would see the jump: rejections until the step before the jump is tiny. That stage
+    is evaluated at the step's end instead, from before the jump: exact for an autonomous
+    ``func``, otherwise an ``O(h^2 df/dt)`` local error in that one step, which the error test
+    controls. (Measured on ``y' = s(t) + cos 3t - y/2``, ``s`` jumping from 1 to -1 at
+    ``jump_t = 1``, rtol = atol = 1e-6: 47 steps, 15 rejected, error 4.3e-5 at its node; 18
+    steps, 2 rejected, error 2.6e-5 clipped; 1.2e-5 without the jump.) The fixed grid's
+    ``perturb`` (``perturb_end`` and ``perturb_start`` on every step) keeps the node: clipping
+    every step would cost the order; a jump on a grid point is then seen by that stage."""
+    if not perturb_end or perturb_start:
+        return [(tau1, -1 if perturb_end else 0) if c == 1.0 else (tau0 + c * h_tau, 0)
+                for c in co.c]
+    return [(tau1, -1) if c >= 1.0 else (tau0 + c * h_tau, 0) for c in co.c]

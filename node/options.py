@@ -55,7 +55,9 @@ class AdaptiveOptions:
         max_num_steps: budget of steps (accepted plus rejected) for the whole solve.
         step_t: times the solver must step onto (for example known kinks in ``func``).
         jump_t: times of discontinuities of ``func``: stepped onto, and ``func`` is re-evaluated
-            just after them instead of reusing the derivative from before.
+            just after them instead of reusing the derivative from before. (kvaerno5 has a
+            stage node past the step's end, ``c = 1.23``: on a step landing on a jump it is
+            evaluated at the step's end, from before the jump.)
         norm: norm of the scaled error, called with a tensor (or tuple) shaped like the state.
         dtype: dtype of the time tensors passed to ``func``; ``None`` (default) means the
             state's dtype, which is what torchdiffeq's stages pass (so ``torch.cat([y, t...])``
