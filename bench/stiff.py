@@ -25,8 +25,8 @@ the same for every solver):
 * **rel. error**: ``max_i |y_i - ref_i| / (|ref_i| + atol_i)`` at the end against the reference
   (:func:`bench.stiff_problems.relative_error`).
 * **cpu s**: median CPU time of the calling thread (``time.thread_time``) over the timed runs
-  (after one untimed warm-up solve of node), single-threaded (``torch.set_num_threads(1)``),
-  whatever ``--clock`` ``run_all`` was given.
+  (3, or 1 with ``--quick`` or for a solve over a second; after one untimed warm-up solve),
+  single-threaded (``torch.set_num_threads(1)``), whatever ``--clock`` ``run_all`` was given.
 * node rows: ``kvaerno5`` and ``kvaerno3`` with the Jacobian from autograd (``"dense"``) and the
   analytic one, and ``kvaerno5`` with ``jacobian_reuse=0.1`` (the Jacobian kept across steps
   while Newton contracts fast; off by default).
@@ -71,17 +71,22 @@ BATCH = 256
 BATCH_SEED = 16
 EXPLICIT_BUDGET = 20000  # dopri5's step budget on ROBER, for contrast (2000 with --quick)
 REUSE = 0.1  # jacobian_reuse of the reuse rows
+LONG = 1.0  # seconds: a solve at least this long is timed once
 HEADERS = ["problem", "solver", "jac", "steps", "accepted", "nfe", "Jacobians", "LU",
            "rel. error", "cpu s", "note"]
 
 
 def _cpu(fn, runs: int):
-    """``(result of the last run, median CPU seconds over runs)``."""
+    """``(result of the last run, median CPU seconds over runs)``; a solve taking longer than
+    :data:`LONG` seconds is timed once (its relative noise is small; it keeps the full run near
+    two minutes)."""
     times, result = [], None
     for _ in range(runs):
         start = time.thread_time()
         result = fn()
         times.append(time.thread_time() - start)
+        if times[-1] > LONG:
+            break
     return result, statistics.median(times)
 
 
