@@ -25,7 +25,7 @@ import torch
 from bench.common import BenchConfig, SuiteResult
 from bench.report import machine_info, md_table
 
-SUITES = ("bench.solver_overhead", "bench.gradients", "bench.per_sample")
+SUITES = ("bench.solver_overhead", "bench.gradients", "bench.per_sample", "bench.stiff")
 # Where each suite's targets are stated, for suites that do not say so themselves.
 ISSUES = {"bench.solver_overhead": 2}
 PROG = ".venv/bin/python -m bench.run_all"

@@ -63,6 +63,10 @@ def integrate_adaptive(
     min_step, max_step, max_num_steps = options.min_step, options.max_step, options.max_num_steps
     n_out = len(taus)
     keep = keeper(step)
+    # An implicit step under autograd builds its graph (the implicit-function-theorem rebuild)
+    # only once the step is accepted.
+    deferred = getattr(step, "deferred", None) if torch.is_grad_enabled() else None
+    finish = None
 
     tau = taus[0]
     y = y0
@@ -115,7 +119,10 @@ def integrate_adaptive(
         if callbacks is not None:
             callbacks.step(tau, y, h)
         try:
-            y1, K = step(f, tau, y, k0, h_eff, tau1, h, co, perturb_end=on_jump)
+            if deferred is not None:
+                y1, K, finish = deferred(f, tau, y, k0, h_eff, tau1, h, co, perturb_end=on_jump)
+            else:
+                y1, K = step(f, tau, y, k0, h_eff, tau1, h, co, perturb_end=on_jump)
         except NewtonFailure as failure:
             # An implicit method's stage iteration failed: the step is rejected (never accepted,
             # whatever min_step says) and retried with a quarter of it.
@@ -153,6 +160,8 @@ def integrate_adaptive(
                     UserWarning, stacklevel=2)
         if accepted:
             stats.n_accepted += 1
+            if finish is not None:
+                y1, K = finish()
             if callbacks is not None:
                 callbacks.accept(tau, y, h)
             if next_out <= tau1:

@@ -73,6 +73,26 @@ class CheckpointedStep:
             use_reentrant=False, preserve_rng_state=False,
         )
 
+    def __getattr__(self, name):
+        if name == "deferred" and hasattr(self.inner, "deferred"):
+            return self._deferred
+        raise AttributeError(name)
+
+    def _deferred(self, f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end=False,
+                  perturb_start=False):
+        """As the implicit step's ``deferred``: the checkpointed rebuild for accepted steps
+        only."""
+        y1, K, _ = self.inner.deferred(f, tau0, y0, k0, h_tau, tau1, h, co, perturb_end,
+                                       perturb_start)
+
+        def finish():
+            return checkpoint(
+                self.inner.differentiate, f, tau0, y0, k0, K, h_tau, tau1, h, co, perturb_end,
+                perturb_start, use_reentrant=False, preserve_rng_state=False,
+            )
+
+        return y1, K, finish
+
 
 class CheckpointedField:
     """A :class:`~node.state.FlatVectorField` whose every evaluation is recomputed in the

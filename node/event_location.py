@@ -45,6 +45,7 @@ class _Step:
     K: torch.Tensor
     h: float  # signed step in user time
     f1: torch.Tensor | None  # f(t1, y1) for the cubic fixed-grid interpolant
+    f0: torch.Tensor | None  # f(t0, y0) for it (not K[0] if the first stage is implicit)
 
 
 class EventLocator:
@@ -99,9 +100,11 @@ class EventLocator:
             raise SolverError(run.status, t_reached, run.h,
                               f"no event found: {run.cause}; solve stopped at t={t_reached:.10g}")
 
-    def observe(self, tau0, y0, tau1, y1, K, h, f1=None) -> bool:
-        """Called after each accepted step; True ends the solve (every sample has fired)."""
-        step = _Step(tau0, y0, tau1, y1, K, h, f1)
+    def observe(self, tau0, y0, tau1, y1, K, h, f1=None, f0=None) -> bool:
+        """Called after each accepted step; True ends the solve (every sample has fired).
+        ``f0``, ``f1``: the derivatives at the step's ends of the fixed grid's cubic interpolant
+        (``f0`` defaults to ``K[0]``, as the multistep loop passes it)."""
+        step = _Step(tau0, y0, tau1, y1, K, h, f1, K[0] if f0 is None else f0)
         direction = self.problem.direction
         n = _INTERIOR_SAMPLES + 1
         thetas = [j / n for j in range(1, n)]
@@ -208,7 +211,7 @@ class EventLocator:
         th = torch.tensor(thetas, dtype=step.y0.dtype, device=step.y0.device)
         y0, y1 = step.y0.unsqueeze(1), step.y1.unsqueeze(1)
         if self.cubic:
-            return hermite(y0, y1, step.K[0].unsqueeze(1), step.f1.unsqueeze(1), step.h, th)
+            return hermite(y0, y1, step.f0.unsqueeze(1), step.f1.unsqueeze(1), step.h, th)
         return y0 + th * (y1 - y0)
 
     def _state_at(self, step: _Step, theta: torch.Tensor) -> torch.Tensor:
@@ -224,7 +227,7 @@ class EventLocator:
         # The fixed grid's own interpolants, as in node.fixed_grid.
         th = theta.to(dtype=step.y0.dtype, device=step.y0.device).repeat_interleave(n_per)
         if self.cubic:
-            return hermite(step.y0, step.y1, step.K[0], step.f1, step.h, th)
+            return hermite(step.y0, step.y1, step.f0, step.f1, step.h, th)
         return torch.lerp(step.y0, step.y1, th)
 
     def _values_at(self, step: _Step, theta: torch.Tensor) -> torch.Tensor:

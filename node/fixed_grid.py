@@ -103,14 +103,17 @@ def integrate_fixed_grid(
     """Step over ``grid``; ``k0`` is the first step's first stage if the caller has it already,
     ``tape``, if given, records every step (see :class:`node.checkpoint.StepTape`) and
     ``progress`` (a :class:`node.progress.ProgressBar`) is told of every step.
-    ``observer(tau0, y0, tau1, y1, K, h, f1)`` as in :func:`node.adaptive.integrate_adaptive`,
-    with ``f1`` the end derivative of the cubic interpolant (``None`` for linear)."""
+    ``observer(tau0, y0, tau1, y1, K, h, f1, f0)`` as in
+    :func:`node.adaptive.integrate_adaptive`, with ``f0``, ``f1`` the derivatives at the step's
+    ends of the cubic interpolant (``None`` for linear; ``f0`` is not ``K[0]`` when the first
+    stage is implicit)."""
     stats = Stats()
     direction = f.direction
     perturb = options.perturb
     cubic = options.interp == "cubic"
     n_out = len(taus)
     keep = keeper(step)
+    explicit_first = getattr(co, "explicit_first", True)
     y = y0
     outputs = [y0]
     result = Integration(outputs, stats, tau=taus[0])
@@ -147,8 +150,11 @@ def integrate_fixed_grid(
                             f"t={direction * tau0:.10g} to t={direction * tau1:.10g} (use a "
                             "smaller step_size, raise max_iters or use an adaptive method)")
             return result
-        # K[0] is f(t0, y0) unless the first stage is implicit (then it is evaluated if needed).
-        k0 = K[0] if getattr(co, "explicit_first", True) else None
+        # K[0] is f(t0, y0) unless the first stage is implicit (implicit_euler, gl4, ...): then
+        # k0 stays what it was, f(t0, y0) carried from the previous step's end or None (and is
+        # evaluated if the cubic interpolant needs it).
+        if explicit_first:
+            k0 = K[0]
         stats.n_steps += 1
         stats.n_accepted += 1
         # One reduction and one sync; the exact check only runs if the sum is not finite
@@ -164,7 +170,9 @@ def integrate_fixed_grid(
         if observer is not None:
             if cubic and k1 is None:
                 k1 = f(tau1, y1, 1) if perturb else f(tau1, y1)
-            if observer(tau0, y, tau1, y1, K, h, k1 if cubic else None):
+            if cubic and k0 is None:
+                k0 = f(tau0, y, 1) if perturb else f(tau0, y)
+            if observer(tau0, y, tau1, y1, K, h, k1 if cubic else None, k0 if cubic else None):
                 result.tau, result.h = tau1, h_tau
                 return result
         if tape is not None:

@@ -31,6 +31,7 @@ import torch
 from node.implicit_tableau import ImplicitTableau
 from node.jacobian import check_jacobian_option
 from node.multistep import MAX_ORDER, AdamsMethod
+from node.newton import JACOBIAN_REUSE
 
 _CONTROLLERS = ("integral", "pid")
 _INTERPS = ("linear", "cubic")
@@ -54,7 +55,9 @@ class AdaptiveOptions:
         max_num_steps: budget of steps (accepted plus rejected) for the whole solve.
         step_t: times the solver must step onto (for example known kinks in ``func``).
         jump_t: times of discontinuities of ``func``: stepped onto, and ``func`` is re-evaluated
-            just after them instead of reusing the derivative from before.
+            just after them instead of reusing the derivative from before. (kvaerno5 has a
+            stage node past the step's end, ``c = 1.23``: on a step landing on a jump it is
+            evaluated at the step's end, from before the jump.)
         norm: norm of the scaled error, called with a tensor (or tuple) shaped like the state.
         dtype: dtype of the time tensors passed to ``func``; ``None`` (default) means the
             state's dtype, which is what torchdiffeq's stages pass (so ``torch.cat([y, t...])``
@@ -136,23 +139,31 @@ class ImplicitAdaptiveOptions(AdaptiveOptions):
             step (adaptive) or raises :class:`~node.SolverError` (fixed grid).
         newton_tol: ``kappa`` of the convergence test: the estimated Newton error, in the error
             test's scaled RMS norm, must be at most this (see :mod:`node.newton`).
+        jacobian_reuse: the Jacobian of a step is kept for the next steps while the Newton
+            iteration contracts at least this fast (its largest rate ``||dz_k|| / ||dz_{k-1}||``
+            over the step's stages at most this), as RADAU5 and SciPy's Radau do; a Newton
+            failure with a kept Jacobian first recomputes it at the step's start. ``0``
+            recomputes it every step (see :mod:`node.implicit_runge_kutta`).
     """
 
     jacobian: str | Callable = "dense"
     max_iters: int = 10
     newton_tol: float = 1e-2
+    jacobian_reuse: float = JACOBIAN_REUSE
 
 
 @dataclass(frozen=True)
 class ImplicitFixedGridOptions(FixedGridOptions):
     """:class:`FixedGridOptions` of an implicit method, plus ``jacobian``, ``max_iters`` and
-    ``newton_tol`` as in :class:`ImplicitAdaptiveOptions` (the Newton norm uses the solve's
+    ``newton_tol``, ``jacobian_reuse`` as in :class:`ImplicitAdaptiveOptions` (the Newton norm
+    uses the solve's
     ``rtol``/``atol``; a stage iteration that does not converge raises
     :class:`~node.SolverError` with status ``iteration_not_converged``)."""
 
     jacobian: str | Callable = "dense"
     max_iters: int = 10
     newton_tol: float = 1e-2
+    jacobian_reuse: float = JACOBIAN_REUSE
 
 
 @dataclass(frozen=True)
@@ -196,7 +207,7 @@ MODE_KEY = "adaptive"
 # methods, the implicit stage solver's Jacobian and tolerance): accepted by the others with the
 # warning torchdiffeq gives to any key a method does not use (torchdiffeq's own are max_iters
 # and max_order).
-_FOREIGN_KEYS = ("max_iters", "max_order", "jacobian", "newton_tol")
+_FOREIGN_KEYS = ("max_iters", "max_order", "jacobian", "newton_tol", "jacobian_reuse")
 
 
 def uses_fixed_grid(adaptive_method: bool, options: Mapping[str, Any] | None) -> bool:
@@ -380,3 +391,8 @@ def _implicit_options(kw: dict[str, Any]) -> None:
             raise ValueError(f"options['max_iters'] must be a positive int, got {n!r}")
     if "newton_tol" in kw:
         kw["newton_tol"] = _positive("newton_tol", kw["newton_tol"])
+    if "jacobian_reuse" in kw:
+        r = kw["jacobian_reuse"]
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= r < 1.0:
+            raise ValueError(f"options['jacobian_reuse'] must be a float in [0, 1), got {r!r}")
+        kw["jacobian_reuse"] = float(r)

@@ -90,7 +90,8 @@ class Problem:
         errors = ErrorScale(self.rtol, self.atol, rms_norm, True,
                             torch.abs if self.complex_view is None else self.complex_view.magnitude)
         return ImplicitRKStep(structure, ChordNewton(settings),
-                              lambda y: errors.scale(errors.magnitude(y)))
+                              lambda y: errors.scale(errors.magnitude(y)),
+                              reuse=options.jacobian_reuse)
 
     def error_scale(self, norm: FlatNorm | None = None, homogeneous: bool = True) -> ErrorScale:
         """The error test; ``norm`` (flat; ``homogeneous`` as in :class:`ErrorScale`) overrides

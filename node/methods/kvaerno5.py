@@ -6,6 +6,11 @@ order 4 (its sixth row, also stiffly accurate), diagonal entry ``gamma = 0.26``.
 coefficients (17 digits) are those of the paper as tabulated in diffrax's ``Kvaerno5``; the
 nodes are the row sums. The embedded error weights are ``b - b_hat`` with ``b_hat`` the sixth
 row.
+
+The third stage's node is ``c_2 = 1.2303`` (past the step's end). On an adaptive step landing on a
+``jump_t`` time it is evaluated at the step's end, from before the discontinuity (see
+``node.implicit_runge_kutta.stage_times``); with a fixed grid's ``perturb`` it stays at its node
+and so evaluates ``func`` past the grid point (after a discontinuity there).
 """
 
 from node.implicit_tableau import ImplicitTableau
