@@ -382,9 +382,9 @@ def test_latent_ode_counts_forward_evaluations():
         (dict(consistency_weight=-1), "model.consistency_weight must be a number >= 0, got -1"),
         (dict(decoder_layers=-1), "model.decoder_layers must be an integer >= 0, got -1"),
         (
-            dict(dynamics_activation="gelu"),
-            "model.dynamics_activation must be one of ['tanh', 'relu', 'elu', 'softplus'], "
-            "got 'gelu'",
+            dict(dynamics_activation="swish"),
+            "model.dynamics_activation must be one of ['tanh', 'relu', 'elu', 'softplus', "
+            "'gelu'], got 'swish'",
         ),
         (dict(dynamics_linear="yes"), "model.dynamics_linear must be true or false, got 'yes'"),
         (dict(refine_steps=-1), "model.refine_steps must be an integer >= 0, got -1"),
@@ -402,7 +402,7 @@ def test_mlp_rejects_bad_shapes():
     with pytest.raises(ValueError, match="MLP hidden_dim must be an integer >= 1, got 0"):
         MLP(2, 0, 2)
     with pytest.raises(ValueError, match="MLP activation must be one of"):
-        MLP(2, 3, 2, activation="gelu")
+        MLP(2, 3, 2, activation="swish")
     assert isinstance(AutonomousField(nn.Identity())(torch.zeros(()), torch.ones(2)), torch.Tensor)
 
 
