@@ -143,7 +143,7 @@ class ImplicitRKStep:
             if co.explicit_first and k0 is None:
                 k0 = f(tau0, y0, 1 if perturb_start else 0)
             return self._stages(f, tau0, y0.detach(), None if k0 is None else k0.detach(), h,
-                                co, times)
+                                co, times, 1 if perturb_start else 0)
 
     def differentiate(self, f, tau0, y0, k0, K_star, h_tau, tau1, h, co, perturb_end=False,
                       perturb_start=False):
@@ -155,7 +155,7 @@ class ImplicitRKStep:
         K = attach_stage_gradients(f, co, self.structure, times, y0, K_star, k0, h)
         return torch.add(y0, torch.mv(K.T, co.b), alpha=h), K
 
-    def _stages(self, f, tau0, y0, k0, h, co, times) -> torch.Tensor:
+    def _stages(self, f, tau0, y0, k0, h, co, times, side: int = 0) -> torch.Tensor:
         # Jacobian reuse (as RADAU5 and SciPy's Radau): J is evaluated at a step's start unless
         # the last stage solve contracted fast (rate <= reuse), in which case the kept J, from
         # an earlier state, is good enough for the chord iteration (it only changes how fast
@@ -166,10 +166,12 @@ class ImplicitRKStep:
         # (inference tensors, as in Lightning's validation, keep no version counter; the loops
         # never write into a state they step from)
         version = -1 if y0.is_inference() else y0._version
-        key = (tau0, y0.data_ptr(), version, y0.shape)
+        # ``side``: J just after tau0 when the grid perturbs its evaluations (func may jump at
+        # grid points and must not be called on them)
+        key = (tau0, side, y0.data_ptr(), version, y0.shape)
         fresh = self._jac_key == key
         if self._jac is None or not (fresh or self._keep):
-            self._new_jacobian(f, tau0, y0, key)
+            self._new_jacobian(f, tau0, y0, key, side)
             fresh = True
         self.newton.worst_rate = 0.0
         try:
@@ -178,14 +180,14 @@ class ImplicitRKStep:
             self._keep = False
             if fresh:
                 raise
-            self._new_jacobian(f, tau0, y0, key)
+            self._new_jacobian(f, tau0, y0, key, side)
             self.newton.worst_rate = 0.0
             K = self._solve(f, y0, k0, h, co, times)
         self._keep = self.reuse > 0.0 and self.newton.worst_rate <= self.reuse
         return K
 
-    def _new_jacobian(self, f, tau0, y0, key) -> None:
-        self._jac = self.structure.evaluate(f, tau0, y0)
+    def _new_jacobian(self, f, tau0, y0, key, side: int = 0) -> None:
+        self._jac = self.structure.evaluate(f, tau0, y0, side)
         self._jac_key = key
         self._lus = {}
 

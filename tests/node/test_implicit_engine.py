@@ -237,3 +237,26 @@ def test_implicit_solve_under_inference_mode():
     # Newton would turn into a fixed-point iteration and fail on this stiff problem)
     assert inferred.stats == reference.stats
     assert torch.equal(inferred.ys, reference.ys)
+
+
+@pytest.mark.parametrize("method", [m for m in available_methods()
+                                    if isinstance(get_tableau(m), ImplicitTableau)
+                                    and not get_tableau(m).adaptive])
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_perturb_never_evaluates_func_on_grid_points(method, adjoint):
+    """With options['perturb'] (func may jump at grid points) neither the stages nor the Newton
+    Jacobian nor the adjoint's backward solve call func exactly on a grid point (torchdiffeq's
+    TestDiscontinuities.test_odeint_perturb)."""
+    times = []
+
+    def f(t, x):
+        times.append(float(t))
+        return -x
+
+    x0 = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    solve = node.odeint_adjoint if adjoint else node.odeint
+    kwargs = dict(adjoint_params=()) if adjoint else {}
+    xs = solve(f, x0, t, method=method, options=dict(step_size=0.5, perturb=True), **kwargs)
+    xs.sum().backward()
+    assert times and not {0.0, 0.5, 1.0} & set(times)
