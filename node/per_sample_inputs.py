@@ -83,8 +83,9 @@ def _sample_times(t, batch: int, device) -> tuple[torch.Tensor, float | torch.Te
     if not t.is_floating_point():
         raise TypeError(f"t must have a floating dtype, got {t.dtype}")
     if t.shape[0] != batch:
-        raise ValueError(f"t of shape {tuple(t.shape)} has {t.shape[0]} rows, expected one row "
-                         f"of output times per sample of y0 (y0.shape[0] = {batch})")
+        raise ValueError(f"t of shape {tuple(t.shape)} has {t.shape[0]} rows, expected 1-D times "
+                         f"([T], shared by all samples) or one row of output times per sample "
+                         f"of y0 ([B, T] with B = y0.shape[0] = {batch})")
     if t.shape[1] < 1:
         raise ValueError(f"t must hold at least one time per sample, got shape {tuple(t.shape)}")
     times = t.detach().to(device, torch.float64)
