@@ -10,7 +10,13 @@ from node.config import SolverConfig
 from node.errors import SolverError, Status, TimeOrderError
 from node.implicit_tableau import ImplicitTableau
 from node.methods import available_methods, get_tableau, register_method
-from node.options import AdamsOptions, AdaptiveOptions, FixedGridOptions
+from node.options import (
+    AdamsOptions,
+    AdaptiveOptions,
+    FixedGridOptions,
+    ImplicitAdaptiveOptions,
+    ImplicitFixedGridOptions,
+)
 from node.solution import Solution
 from node.tableau import ButcherTableau
 
@@ -19,6 +25,8 @@ __all__ = [
     "AdaptiveOptions",
     "ButcherTableau",
     "FixedGridOptions",
+    "ImplicitAdaptiveOptions",
+    "ImplicitFixedGridOptions",
     "ImplicitTableau",
     "Solution",
     "SolverConfig",
