@@ -151,10 +151,10 @@ ROBER_1E5 = (1.7865921142100175e-02, 7.2747514684366167e-08, 9.8213400611038471e
 # HIRES
 
 
-def hires_torch(t, y):
-    y1, y2, y3, y4, y5, y6, y7, y8 = y.unbind(-1)
+def _hires_rates(y1, y2, y3, y4, y5, y6, y7, y8) -> tuple:
+    """HIRES's right-hand side, term by term (the same expressions for torch and NumPy)."""
     r = 280.0 * y6 * y8
-    return torch.stack((
+    return (
         -1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007,
         1.71 * y1 - 8.75 * y2,
         -10.03 * y3 + 0.43 * y4 + 0.035 * y5,
@@ -163,22 +163,15 @@ def hires_torch(t, y):
         -r + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
         r - 1.81 * y7,
         -r + 1.81 * y7,
-    ), dim=-1)
+    )
+
+
+def hires_torch(t, y):
+    return torch.stack(_hires_rates(*y.unbind(-1)), dim=-1)
 
 
 def hires_numpy(t, y):
-    y1, y2, y3, y4, y5, y6, y7, y8 = y
-    r = 280.0 * y6 * y8
-    return np.array([
-        -1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007,
-        1.71 * y1 - 8.75 * y2,
-        -10.03 * y3 + 0.43 * y4 + 0.035 * y5,
-        8.32 * y2 + 1.71 * y3 - 1.12 * y4,
-        -1.745 * y5 + 0.43 * y6 + 0.43 * y7,
-        -r + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
-        r - 1.81 * y7,
-        -r + 1.81 * y7,
-    ])
+    return np.array(_hires_rates(*y))
 
 
 _HIRES_LINEAR = np.array([

@@ -52,6 +52,7 @@ from collections.abc import Sequence
 import torch
 
 from node.errors import Status
+from node.fixed_grid import exceeds_budget
 from node.interpolation import hermite
 from node.methods.dopri8 import TABLEAU as DOPRI8
 from node.methods.rk4 import TABLEAU as RK4
@@ -179,11 +180,7 @@ def integrate_adams(
     outputs = [y0]
     result = Integration(outputs, stats, tau=taus[0])
     budget_each_step = not hasattr(grid, "__len__")  # an unending grid: an event solve
-    if not budget_each_step and len(grid) - 1 > options.max_num_steps:
-        first, second = itertools.islice(grid, 2)
-        result.status, result.h = Status.MAX_STEPS, second - first
-        result.cause = (f"the grid needs {len(grid) - 1} steps, more than max_num_steps="
-                        f"{options.max_num_steps} (raise max_num_steps or use a coarser grid)")
+    if exceeds_budget(grid, options.max_num_steps, result):
         return result
     history: list[torch.Tensor] = []  # f_n, f_{n-1}, ... (newest first)
     times: list[float] = []  # their solver times

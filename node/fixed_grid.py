@@ -86,6 +86,18 @@ def make_grid(
     return UniformGrid(start, step, n, end)
 
 
+def exceeds_budget(grid, max_num_steps: int, result: Integration) -> bool:
+    """Whether a grid of known length needs more steps than ``max_num_steps``; if so, ``result``
+    fails with that diagnosis before the first step (an unending grid is never judged here)."""
+    if not hasattr(grid, "__len__") or len(grid) - 1 <= max_num_steps:
+        return False
+    first, second = itertools.islice(grid, 2)
+    result.status, result.h = Status.MAX_STEPS, second - first
+    result.cause = (f"the grid needs {len(grid) - 1} steps, more than max_num_steps="
+                    f"{max_num_steps} (raise max_num_steps or use a coarser grid)")
+    return True
+
+
 def integrate_fixed_grid(
     f: FlatVectorField,
     y0: torch.Tensor,
@@ -119,11 +131,7 @@ def integrate_fixed_grid(
     result = Integration(outputs, stats, tau=taus[0])
     # An unending grid (an event solve) has no length: its budget is checked step by step.
     budget_each_step = not hasattr(grid, "__len__")
-    if not budget_each_step and len(grid) - 1 > options.max_num_steps:
-        first, second = itertools.islice(grid, 2)
-        result.status, result.h = Status.MAX_STEPS, second - first
-        result.cause = (f"the grid needs {len(grid) - 1} steps, more than max_num_steps="
-                        f"{options.max_num_steps} (raise max_num_steps or use a coarser grid)")
+    if exceeds_budget(grid, options.max_num_steps, result):
         return result
     i = 1
     for tau0, tau1 in itertools.pairwise(grid):

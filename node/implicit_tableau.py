@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from node.tableau import Number, _floats
+from node.tableau import Number, _floats, weight_problems
 
 
 @dataclass(frozen=True)
@@ -141,24 +141,7 @@ class ImplicitTableau:
                 problems.append(
                     f"row sum of a row {i} is {sum(row)!r}, expected c[{i}] = {self.c[i]!r}"
                 )
-        if len(self.b) != s:
-            problems.append(f"b must have {s} entries, got {len(self.b)}")
-        elif abs(sum(self.b) - 1.0) > 1e-12:
-            problems.append(f"b must sum to 1, sums to {sum(self.b)!r}")
-        if self.b_error is not None:
-            if len(self.b_error) != s:
-                problems.append(f"b_error must have {s} entries, got {len(self.b_error)}")
-            elif abs(sum(self.b_error)) > 1e-12:
-                problems.append(f"b_error must sum to 0, sums to {sum(self.b_error)!r}")
-        if self.dense is not None:
-            if len(self.dense) != s:
-                problems.append(f"dense must have {s} rows, got {len(self.dense)}")
-            elif len(self.b) == s:
-                at_one = [sum(row) for row in self.dense]
-                if any(abs(x - y) > 1e-10 for x, y in zip(at_one, self.b, strict=True)):
-                    problems.append("dense output at theta=1 must equal b")
-        if self.order < 1:
-            problems.append(f"order must be >= 1, got {self.order}")
+        problems += weight_problems(self, s)
         if not problems and all(self.a[i][j] == 0.0 for i in range(s) for j in range(i, s)):
             problems.append("a is strictly lower triangular: the method is explicit; use "
                             "node.ButcherTableau")

@@ -142,25 +142,33 @@ class ButcherTableau:
                 problems.append(
                     f"row sum of a row {i} is {sum(row)!r}, expected c[{i}] = {self.c[i]!r}"
                 )
-        if len(self.b) != s:
-            problems.append(f"b must have {s} entries, got {len(self.b)}")
-        elif abs(sum(self.b) - 1.0) > 1e-12:
-            problems.append(f"b must sum to 1, sums to {sum(self.b)!r}")
-        if self.b_error is not None:
-            if len(self.b_error) != s:
-                problems.append(f"b_error must have {s} entries, got {len(self.b_error)}")
-            elif abs(sum(self.b_error)) > 1e-12:
-                problems.append(f"b_error must sum to 0, sums to {sum(self.b_error)!r}")
-        if self.dense is not None:
-            if len(self.dense) != s:
-                problems.append(f"dense must have {s} rows, got {len(self.dense)}")
-            elif len(self.b) != s:
-                pass  # reported above; theta = 1 cannot be checked against a malformed b
-            else:
-                at_one = [sum(row) for row in self.dense]
-                if any(abs(x - y) > 1e-10 for x, y in zip(at_one, self.b, strict=True)):
-                    problems.append("dense output at theta=1 must equal b")
-        if self.order < 1:
-            problems.append(f"order must be >= 1, got {self.order}")
+        problems += weight_problems(self, s)
         if problems:
             raise ValueError(f"invalid Butcher tableau {self.name!r}: " + "; ".join(problems))
+
+
+def weight_problems(tableau, s: int) -> list[str]:
+    """What is wrong with the weights of an ``s``-stage tableau (explicit or implicit): ``b``
+    sums to 1, the embedded ``b_error`` to 0, the dense output equals ``b`` at ``theta = 1``, the
+    order is positive."""
+    b, b_error, dense = tableau.b, tableau.b_error, tableau.dense
+    problems = []
+    if len(b) != s:
+        problems.append(f"b must have {s} entries, got {len(b)}")
+    elif abs(sum(b) - 1.0) > 1e-12:
+        problems.append(f"b must sum to 1, sums to {sum(b)!r}")
+    if b_error is not None:
+        if len(b_error) != s:
+            problems.append(f"b_error must have {s} entries, got {len(b_error)}")
+        elif abs(sum(b_error)) > 1e-12:
+            problems.append(f"b_error must sum to 0, sums to {sum(b_error)!r}")
+    if dense is not None:
+        if len(dense) != s:
+            problems.append(f"dense must have {s} rows, got {len(dense)}")
+        elif len(b) == s:  # (a malformed b is reported above; theta = 1 cannot be checked)
+            at_one = [sum(row) for row in dense]
+            if any(abs(x - y) > 1e-10 for x, y in zip(at_one, b, strict=True)):
+                problems.append("dense output at theta=1 must equal b")
+    if tableau.order < 1:
+        problems.append(f"order must be >= 1, got {tableau.order}")
+    return problems
