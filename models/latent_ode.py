@@ -405,7 +405,8 @@ class LatentODEModule(ODEModule):
         r"""The mode of :math:`p(z_0 \mid x) \propto p(x \mid z_0)\, p(z_0)` for each series,
         by ``steps`` (default ``refine_steps``) Adam steps on
         :math:`-\log p(x \mid z_0) - \log p(z_0)` from ``mu`` (``[B, L]``). Only the observed
-        points enter; the model's parameters get no gradient. Works under Lightning's inference mode and ``no_grad``."""
+        points enter; the model's parameters get no gradient. Works under Lightning's
+        inference mode and ``no_grad``."""
         with torch.inference_mode(False), torch.enable_grad():
             # tensors made under inference mode cannot enter autograd: copy them out of it
             values, mask, t = (batch[k].clone() for k in ("values", "mask", "t_obs"))
