@@ -145,10 +145,35 @@ def test_options_reach_the_model_from_the_config(compose_cfg):
 
     cfg = compose_cfg(["experiment=spirals_chen2018", "model.sleep_weight=0.5",
                        "model.sleep_noise_std=0.3", "model.amortise_weight=2",
-                       "model.amortise_steps=3"])
+                       "model.amortise_steps=3", "model.consistency_to_encoder=false"])
     model = instantiate(cfg.model, obs_dim=2)
     assert (model.sleep_weight, model.sleep_noise_std) == (0.5, 0.3)
     assert (model.amortise_weight, model.amortise_steps) == (2.0, 3)
+    assert model.consistency_to_encoder is False
     assert model.hparams.sleep_weight == 0.5 and model.hparams.amortise_steps == 3
     default = instantiate(compose_cfg(["experiment=spirals_chen2018"]).model, obs_dim=2)
     assert default.sleep_weight == 0.0 and default.amortise_weight == 0.0
+    assert default.consistency_to_encoder is True
+
+
+@pytest.mark.parametrize("to_encoder", [True, False])
+def test_consistency_to_encoder_decides_whether_the_later_posterior_is_a_target(to_encoder):
+    """With paths that carry no gradient, the consistency term reaches the encoder only through
+    the later window's posterior: it does with consistency_to_encoder, it does not without."""
+    torch.manual_seed(4)
+    model = LatentODEModule(obs_dim=2, latent_dim=3, consistency_weight=1.0,
+                            consistency_to_encoder=to_encoder, solver=RK4)
+    batch = spiral_like_batch()
+    mu, _ = model.encode(batch)
+    z, _ = model.decode(mu.unsqueeze(0), batch["t_obs"])
+    term = model.consistency_term(batch, z.detach().requires_grad_(True))
+    term.backward()
+    reached = any(p.grad is not None and p.grad.abs().sum() > 0
+                  for p in model.encoder.parameters())
+    assert reached is to_encoder
+
+
+def test_consistency_to_encoder_must_be_a_bool():
+    with pytest.raises(ValueError, match="model.consistency_to_encoder must be true or false, "
+                                         "got 'no'"):
+        LatentODEModule(obs_dim=2, consistency_to_encoder="no")
