@@ -163,11 +163,12 @@ class LatentODEModule(ODEModule):
             from :math:`z_0` at ``t_k``: :math:`-\log q(z_{t_k} \mid x_{t \ge t_k})`. For
             time-invariant data, so the flow keeps latent states where the encoder puts the
             starts of other series, which is what extrapolation beyond the window relies on.
-        consistency_to_encoder: whether the consistency term's gradient reaches the posterior
-            of the later window (true) or only the flow and :math:`z_0` (false: that posterior is
-            a fixed target). Pulling the later window's mean toward a state the flow reaches
-            moves it off that window's posterior mode wherever the flow is off; the encoder's
-            mean then misses the mode on training series as on test series.
+        consistency_to_encoder: whether the consistency term's gradient reaches the encoder
+            (true) or the flow only (false: the later window's posterior is a fixed target and
+            the path to :math:`t_k` starts from :math:`z_0` without gradient, solved alongside
+            the ELBO's path). The term's gradient outweighs the ELBO's in the encoder, and
+            pulling posterior means toward states the flow reaches moves them off their
+            posterior modes wherever the flow is off: the amortisation gap.
         window_shift: in training, each step starts the observation window at a random grid
             index up to this fraction of the window, with the time origin moved there (0: off).
             For time-invariant data a later start is just another series; training the encoder
@@ -336,7 +337,16 @@ class LatentODEModule(ODEModule):
         mu, logvar = self.encode(seen)
         std = (0.5 * logvar).exp()
         z0 = mu + std * torch.randn((self.n_samples, *mu.shape), device=mu.device, dtype=mu.dtype)
-        z, x_mean = self.decode(z0, batch["t_obs"])
+        consistency = self.consistency_weight > 0 and self.training
+        if consistency and not self.consistency_to_encoder:
+            # one solve for both: the ELBO's paths and, from z0 without gradient, the paths the
+            # consistency term trains the flow on
+            paths, x_mean = self.decode(torch.cat([z0, z0.detach()]), batch["t_obs"])
+            z, flow_paths = paths[: self.n_samples], paths[self.n_samples :]
+            x_mean = x_mean[: self.n_samples]
+        else:
+            z, x_mean = self.decode(z0, batch["t_obs"])
+            flow_paths = z
         log_px = gaussian_log_likelihood(batch["values"], x_mean, self.obs_std, batch["mask"])
         bound = variational_bound(self.objective, log_px, z0, mu, logvar, beta)
         kl = kl_standard_normal(mu, logvar)
@@ -346,8 +356,8 @@ class LatentODEModule(ODEModule):
             "log_px": log_px.mean(),
         }
         loss = -bound.mean()
-        if self.consistency_weight > 0 and self.training:
-            consistency = self.consistency_term(batch, z)
+        if consistency:
+            consistency = self.consistency_term(batch, flow_paths)
             terms["consistency"] = consistency.detach()
             loss = loss + self.consistency_weight * consistency
         if self.amortise_weight > 0 and self.training:

@@ -177,3 +177,28 @@ def test_consistency_to_encoder_must_be_a_bool():
     with pytest.raises(ValueError, match="model.consistency_to_encoder must be true or false, "
                                          "got 'no'"):
         LatentODEModule(obs_dim=2, consistency_to_encoder="no")
+
+
+def _encoder_and_flow_grads(model, batch, seed=5):
+    model.zero_grad()
+    torch.manual_seed(seed)
+    loss, _ = model.loss_terms(batch, 1.0)
+    loss.backward()
+    encoder = torch.cat([p.grad.flatten() for p in model.encoder.parameters()])
+    flow = torch.cat([p.grad.flatten() for p in model.dynamics.parameters()])
+    return encoder, flow
+
+
+@pytest.mark.parametrize("to_encoder", [True, False])
+def test_consistency_to_encoder_false_leaves_the_encoder_to_the_elbo(to_encoder):
+    """With consistency_to_encoder=false the term changes the flow's gradient but not the
+    encoder's: the encoder's gradient is the ELBO's alone (same draws of z0)."""
+    torch.manual_seed(6)
+    model = LatentODEModule(obs_dim=2, latent_dim=3, consistency_weight=1.0,
+                            consistency_to_encoder=to_encoder, solver=RK4)
+    batch = spiral_like_batch()
+    encoder_with, flow_with = _encoder_and_flow_grads(model, batch)
+    model.consistency_weight = 0.0
+    encoder_without, flow_without = _encoder_and_flow_grads(model, batch)
+    assert not torch.allclose(flow_with, flow_without)
+    assert torch.allclose(encoder_with, encoder_without, atol=1e-6) is (not to_encoder)
