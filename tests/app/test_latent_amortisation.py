@@ -202,3 +202,18 @@ def test_consistency_to_encoder_false_leaves_the_encoder_to_the_elbo(to_encoder)
     encoder_without, flow_without = _encoder_and_flow_grads(model, batch)
     assert not torch.allclose(flow_with, flow_without)
     assert torch.allclose(encoder_with, encoder_without, atol=1e-6) is (not to_encoder)
+
+
+def test_the_paper_protocol_metric_is_logged_without_refinement_and_picks_checkpoints(
+    compose_cfg, tiny_train, tmp_path
+):
+    """Chen et al.'s experiment picks its checkpoint by the encoder's-mean error, which the
+    model logs with or without refinement (without it, equal to extrap_rmse)."""
+    cfg = compose_cfg(["experiment=spirals_chen2018"])
+    assert cfg.callbacks.model_checkpoint.monitor == "val/extrap_rmse_encoder"
+    assert compose_cfg(["experiment=spirals_chen2018_30"]).callbacks.model_checkpoint.monitor \
+        == "val/extrap_rmse_encoder"
+    overrides = ["model.refine_steps=0", "debug=fdr", "trainer.detect_anomaly=false",
+                 "callbacks.model_checkpoint.monitor=val/extrap_rmse_encoder"]
+    metrics = tiny_train(overrides, tmp_path)["metrics"]
+    assert metrics["test/extrap_rmse_encoder"] == pytest.approx(metrics["test/extrap_rmse"])
