@@ -124,9 +124,9 @@ class FixedGridOptions:
 
 
 @dataclass(frozen=True)
-class ImplicitAdaptiveOptions(AdaptiveOptions):
-    """:class:`AdaptiveOptions` of an implicit method (``kvaerno3``, ``kvaerno5``), plus its
-    stage solver's.
+class StageSolverOptions:
+    """The stage solver's options of an implicit Runge-Kutta method (mixed into
+    :class:`ImplicitAdaptiveOptions` and :class:`ImplicitFixedGridOptions`).
 
     Attributes:
         jacobian: how ``J = df/dy`` of the Newton iteration is built: ``"dense"`` (default; an
@@ -153,17 +153,17 @@ class ImplicitAdaptiveOptions(AdaptiveOptions):
 
 
 @dataclass(frozen=True)
-class ImplicitFixedGridOptions(FixedGridOptions):
-    """:class:`FixedGridOptions` of an implicit method, plus ``jacobian``, ``max_iters`` and
-    ``newton_tol``, ``jacobian_reuse`` as in :class:`ImplicitAdaptiveOptions` (the Newton norm
-    uses the solve's
-    ``rtol``/``atol``; a stage iteration that does not converge raises
-    :class:`~node.SolverError` with status ``iteration_not_converged``)."""
+class ImplicitAdaptiveOptions(AdaptiveOptions, StageSolverOptions):
+    """:class:`AdaptiveOptions` of an implicit method (``kvaerno3``, ``kvaerno5``), plus its
+    stage solver's (:class:`StageSolverOptions`)."""
 
-    jacobian: str | Callable = "dense"
-    max_iters: int = 10
-    newton_tol: float = 1e-2
-    jacobian_reuse: float = JACOBIAN_REUSE
+
+@dataclass(frozen=True)
+class ImplicitFixedGridOptions(FixedGridOptions, StageSolverOptions):
+    """:class:`FixedGridOptions` of an implicit method, plus its stage solver's
+    (:class:`StageSolverOptions`; the Newton norm uses the solve's ``rtol``/``atol``; a stage
+    iteration that does not converge raises :class:`~node.SolverError` with status
+    ``iteration_not_converged``)."""
 
 
 @dataclass(frozen=True)
@@ -340,7 +340,7 @@ def parse_options(
         n = kw["max_num_steps"]
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"options['max_num_steps'] must be a positive int, got {n!r}")
-    if issubclass(cls, (ImplicitAdaptiveOptions, ImplicitFixedGridOptions)):
+    if issubclass(cls, StageSolverOptions):
         _implicit_options(kw)
     if fixed_grid:
         if kw.get("step_size") is not None:
