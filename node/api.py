@@ -23,7 +23,7 @@ from node.complex_state import ComplexView
 from node.errors import SolverError
 from node.event_interface import through_interface
 from node.events import solve_until_event
-from node.gradient_modes import Gradient, check_modes, solve_problem
+from node.gradient_modes import Gradient, check_modes, check_no_adjoint_arguments, solve_problem
 from node.options import progress_option
 from node.outcome import OnFailure
 from node.per_sample_inputs import wants_per_sample
@@ -144,9 +144,7 @@ def _solve_scipy(func, y0, t, rtol, atol, options, gradient, on_failure, progres
     if progress:
         raise ValueError(f"progress is not supported by method={SCIPY_METHOD!r}")
     if gradient == "direct":
-        if any(a is not None for a in adjoint):
-            raise ValueError(f"adjoint_* arguments need gradient='adjoint', got "
-                             f"gradient={gradient!r}")
+        check_no_adjoint_arguments(gradient, adjoint)
         return solve_scipy(func, y0, t, rtol=rtol, atol=atol, options=options,
                            on_failure=on_failure)
     problem = make_scipy_problem(func, y0, t, rtol=rtol, atol=atol, options=options)

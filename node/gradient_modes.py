@@ -27,6 +27,12 @@ def check_modes(gradient, on_failure) -> None:
         raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
 
 
+def check_no_adjoint_arguments(gradient, adjoint_arguments) -> None:
+    """Refuse ``adjoint_*`` arguments given to a solve whose gradient mode is not the adjoint."""
+    if any(a is not None for a in adjoint_arguments):
+        raise ValueError(f"adjoint_* arguments need gradient='adjoint', got gradient={gradient!r}")
+
+
 def solve_problem(
     problem: Problem,
     *,
@@ -53,8 +59,7 @@ def solve_problem(
             adjoint_options=adjoint_options,
             options_given=options_given,
         )
-    if any(a is not None for a in (adjoint_params, adjoint_rtol, adjoint_atol, adjoint_method,
-                                   adjoint_options)):
-        raise ValueError(f"adjoint_* arguments need gradient='adjoint', got gradient={gradient!r}")
+    check_no_adjoint_arguments(gradient, (adjoint_params, adjoint_rtol, adjoint_atol,
+                                          adjoint_method, adjoint_options))
     checkpointed = gradient == "checkpoint" and torch.is_grad_enabled()
     return solve_autograd(problem, checkpointed=checkpointed, on_failure=on_failure)
