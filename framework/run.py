@@ -6,8 +6,10 @@ Steps of :func:`train`:
 1. seed every generator (``seed``), build the data module, the model (its solver from the
    ``solver`` group, its data shapes from the data module), the callbacks, loggers and trainer,
    all with ``hydra.utils.instantiate``;
-2. fit (resuming from ``ckpt_path`` if given); a ``node.SolverError`` stops the run with a
-   :class:`~framework.failure.TrainingSolverFailure` naming epoch, batch and diagnosis;
+2. fit (resuming from ``ckpt_path`` if given; ``ckpt_path=auto``: from the run's own
+   ``checkpoints/last.ckpt`` if it exists, :mod:`framework.resume`); a ``node.SolverError``
+   stops the run with a :class:`~framework.failure.TrainingSolverFailure` naming epoch, batch
+   and diagnosis;
 3. test on the best checkpoint (the current weights if no checkpoint was written; with
    ``train=false``, the checkpoint ``ckpt_path``);
 4. write the model's plots and ``metrics.json`` (final metrics, the best checkpoint's score as
@@ -39,6 +41,7 @@ from framework.outputs import (
     write_plots,
     write_result,
 )
+from framework.resume import resume_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +58,6 @@ def _evaluation_metrics(model: Any) -> dict[str, float]:
         "steps_backward_per_step": totals["steps_backward"] / steps,
         "nfe_total": float(totals["nfe_forward"] + totals["nfe_backward"]),
     }
-
-
-def _check_resume_path(ckpt_path: str | None) -> str | None:
-    if ckpt_path is None:
-        return None
-    if not Path(ckpt_path).is_file():
-        raise FileNotFoundError(
-            f"ckpt_path must name an existing checkpoint to resume from, got '{ckpt_path}'"
-        )
-    return str(ckpt_path)
 
 
 def _last_checkpoint(trainer: L.Trainer) -> str:
@@ -114,6 +107,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     single_console_logging()
     output_dir = Path(cfg.paths.output_dir)
+    # a file, or with ckpt_path=auto this run's own last.ckpt (a requeued cluster job)
+    resume = resume_checkpoint(cfg.get("ckpt_path"), output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
@@ -135,14 +130,13 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     def solver_failure(err: node.SolverError) -> TrainingSolverFailure:
         # the newest state on disk: this run's last.ckpt, else the checkpoint it resumed from
         ckpt = trainer.checkpoint_callback
-        last = _last_checkpoint(trainer) or cfg.get("ckpt_path") or ""
+        last = _last_checkpoint(trainer) or resume or ""
         last = last or getattr(ckpt, "best_model_path", "")
         return TrainingSolverFailure(monitor.describe(err, last or None))
 
     if cfg.get("train", True):
         log.info("Starting training")
         try:
-            resume = _check_resume_path(cfg.get("ckpt_path"))
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
         except node.SolverError as err:
             raise solver_failure(err) from err
@@ -161,9 +155,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     last = _last_checkpoint(trainer)
     if cfg.get("test", True):
         # evaluate the best checkpoint of this fit; with train=false, the one given as ckpt_path
-        tested = best or (
-            None if cfg.get("train", True) else _check_resume_path(cfg.get("ckpt_path"))
-        )
+        tested = best or (None if cfg.get("train", True) else resume)
         log.info(f"Testing {'checkpoint ' + tested if tested else 'current weights'}")
         try:
             trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=True)
@@ -187,6 +179,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             "output_dir": str(output_dir),
             "best_checkpoint": best,
             "last_checkpoint": last,
+            "resumed_from": resume or "",
             "metrics": metrics_locations(trainer),
             "plots": plots,
         },
