@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,7 +82,16 @@ def write_plots(plot_cfg, model: L.LightningModule, datamodule, output_dir: Path
     return [str(p) for p in model.write_plots(batch, output_dir / "plots")]
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file renamed over it. The jobs of a parallel
+    sweep (``hydra/launcher=joblib``, submitit) read each other's files to summarise the sweep:
+    a reader then sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_result(output_dir: Path, result: dict[str, Any]) -> None:
     """``result`` as ``output_dir/metrics.json``."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / METRICS_FILE).write_text(json.dumps(result, indent=2))
+    write_text_atomic(output_dir / METRICS_FILE, json.dumps(result, indent=2))

@@ -7,12 +7,14 @@ at the sweep's root: one row per run with the overrides that set it apart (those
 runs are listed once above the Markdown table), its status, final metrics, function evaluations
 per training step and wall time. The CSV holds every metric, the Markdown table the headline
 ones. Rewriting after each run keeps the table of the finished runs even if a later run aborts
-the sweep.
+the sweep. At the end of the sweep it also draws ``work_precision.png``
+(:mod:`framework.work_precision`): each run's headline metric against its cost.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from pathlib import Path
@@ -23,7 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from framework.outputs import METRICS_FILE
+from framework.outputs import METRICS_FILE, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +103,12 @@ def write_summary(sweep_dir: Path, stem: str = "summary") -> tuple[Path, Path] |
         return None
     columns = _columns(rows)
     csv_path = sweep_dir / f"{stem}.csv"
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    # atomic writes: the jobs of a parallel sweep rewrite these files as they finish
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(csv_path, buffer.getvalue())
     md_lines = [f"Settings of every run: `{' '.join(common)}`", ""] if common else []
     # the Markdown table keeps the headline columns; the CSV has every metric
     headline = ("job", "overrides", "status", "error", *PREFERRED)
@@ -117,15 +121,16 @@ def write_summary(sweep_dir: Path, stem: str = "summary") -> tuple[Path, Path] |
         cells = [_fmt(row.get(c)).replace("|", "\\|") for c in md_columns]
         md_lines.append("| " + " | ".join(cells) + " |")
     md_path = sweep_dir / f"{stem}.md"
-    md_path.write_text("\n".join(md_lines) + "\n")
+    write_text_atomic(md_path, "\n".join(md_lines) + "\n")
     return csv_path, md_path
 
 
 class SweepSummary(Callback):
     """Hydra callback writing the sweep summary (module docstring)."""
 
-    def __init__(self, stem: str = "summary") -> None:
+    def __init__(self, stem: str = "summary", work_precision: bool = True) -> None:
         self.stem = stem
+        self.work_precision = work_precision
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         hydra_cfg = config.get("hydra") if config is not None else None
@@ -138,7 +143,7 @@ class SweepSummary(Callback):
                 "overrides": list(job_return.overrides or []),
                 "error": f"{type(job_return._return_value).__name__}: {job_return._return_value}",
             }
-            (output_dir / FAILURE_FILE).write_text(json.dumps(record, indent=2))
+            write_text_atomic(output_dir / FAILURE_FILE, json.dumps(record, indent=2))
         write_summary(Path(hydra_cfg.sweep.dir), self.stem)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -146,5 +151,15 @@ class SweepSummary(Callback):
         written = write_summary(sweep_dir, self.stem)
         if written is None:
             log.warning(f"No finished run found under {sweep_dir}; no summary written")
-        else:
-            log.info(f"Sweep summary: {written[0]} and {written[1]}")
+            return
+        log.info(f"Sweep summary: {written[0]} and {written[1]}")
+        if self.work_precision:
+            # drawn once, here: it needs every run (a figure per finished run would cost each
+            # run of a parallel sweep a matplotlib import and drawing). A sweep that Hydra's
+            # basic sweeper aborts (it re-raises a failed run's error) never gets here: draw
+            # its figure with `python -m framework.work_precision <sweep_dir>`.
+            from framework.work_precision import write_work_precision
+
+            figure = write_work_precision(sweep_dir, config.get("optimized_metric"))
+            if figure is not None:
+                log.info(f"Work-precision figure: {figure}")
