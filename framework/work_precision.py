@@ -36,7 +36,7 @@ HIGHER_IS_BETTER = ("elbo", "acc", "accuracy")
 # (name, axis label): the costs of the two panels; "nfe_per_step" is the sum computed below
 COSTS = (
     ("nfe_per_step", "function evaluations per training step (forward + backward)"),
-    ("wall_time_s", "wall time of the job [s]"),
+    ("wall_time_s", "wall time of the run [s]"),
 )
 
 
@@ -163,10 +163,16 @@ def draw_work_precision(
             label="Pareto front",
         )
         _log_axis(ax.set_xscale, xs)
+        ax.margins(x=0.15, y=0.1)  # room for the labels of the outermost points
         ax.set_xlabel(label)
         ax.grid(True, which="both", alpha=0.3)
     ys = [p["metric"] for p in points if math.isfinite(p["metric"])]
     _log_axis(axes[0].set_yscale, ys)
+    for ax in axes:
+        # plain tick labels, not "1e-5 + 0.543" offsets: close metrics are the common case
+        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+            if scale == "linear":
+                axis.get_major_formatter().set_useOffset(False)
     better = "higher" if sign < 0 else "lower"
     axes[0].set_ylabel(f"{metric} ({better} is better)")
     axes[0].legend(fontsize=8)
