@@ -22,7 +22,7 @@ help: ## List the targets
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev,bench]"
+	$(PY) -m pip install -q -e ".[dev,bench,sweep]"
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv: torch (pinned), the package with its [dev,bench] extras
