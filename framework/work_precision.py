@@ -96,7 +96,9 @@ def _solver_settings(job_dir: Path) -> dict[str, Any]:
     """The job's solver settings: its saved Hydra config, else its overrides."""
     saved = job_dir / ".hydra" / "config.yaml"
     if saved.is_file():
-        solver = OmegaConf.load(saved).get("solver") or {}
+        # unresolved: a label needs no ${hydra:...} resolver (absent outside the job)
+        config = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
+        solver = config.get("solver") or {}
         return {k: solver.get(k) for k in ("method", "rtol", "atol", "step_size")}
     record = json.loads((job_dir / METRICS_FILE).read_text())
     settings: dict[str, Any] = {}
