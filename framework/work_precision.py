@@ -32,7 +32,7 @@ FIGURE_FILE = "work_precision.png"
 # headline candidates: the summary's preferred metrics that measure the model, not its cost
 QUALITY = tuple(m for m in PREFERRED if m.startswith(("test/", "val/")))
 # metrics to maximise (an ELBO is a log-likelihood bound); the front minimises all others
-HIGHER_IS_BETTER = ("elbo", "acc", "accuracy")
+HIGHER_IS_BETTER = ("elbo", "log_px", "acc", "accuracy")
 # (name, axis label): the costs of the two panels; "nfe_per_step" is the sum computed below
 COSTS = (
     ("nfe_per_step", "function evaluations per training step (forward + backward)"),
@@ -65,6 +65,12 @@ def pareto_front(costs: Sequence[float], metrics: Sequence[float]) -> list[int]:
             front.append(index)
             best, last = metric, (cost, metric)
     return front
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether the front maximises ``metric`` (its last name part ends in
+    :data:`HIGHER_IS_BETTER`) rather than minimising it."""
+    return metric.rsplit("/", 1)[-1].endswith(HIGHER_IS_BETTER)
 
 
 def headline_metric(rows: Sequence[dict[str, Any]], optimized: str | None = None) -> str | None:
@@ -140,7 +146,7 @@ def draw_work_precision(
     ``label``, ``metric`` and the costs of :data:`COSTS`."""
     from models.figures import plt, save_figure
 
-    sign = -1.0 if metric.rsplit("/", 1)[-1].endswith(HIGHER_IS_BETTER) else 1.0
+    sign = -1.0 if higher_is_better(metric) else 1.0
     fig, axes = plt.subplots(1, len(COSTS), figsize=(6 * len(COSTS), 4.5), sharey=True)
     for ax, (cost, label) in zip(axes, COSTS, strict=True):
         shown = [p for p in points if math.isfinite(p[cost]) and math.isfinite(p["metric"])]

@@ -12,6 +12,7 @@ import pytest
 from framework.work_precision import (
     FIGURE_FILE,
     headline_metric,
+    higher_is_better,
     pareto_front,
     solver_label,
     write_work_precision,
@@ -44,6 +45,11 @@ def test_headline_metric_prefers_the_optimized_one():
     assert headline_metric(rows, "val/loss") == "val/loss"
     assert headline_metric(rows, "test/missing") == "test/interp_mse"
     assert headline_metric([{"status": "ok", "wall_time_s": 1.0}]) is None
+
+
+def test_elbo_is_maximised_losses_and_errors_minimised():
+    assert higher_is_better("test/elbo") and higher_is_better("val/acc")
+    assert not any(map(higher_is_better, ("test/extrap_rmse", "val/loss", "test/interp_mse")))
 
 
 def test_solver_labels():
