@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[dev,bench,sweep]"
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv: torch (pinned), the package with its [dev,bench] extras
+install: $(STAMP) ## Create .venv: torch (pinned), the package with its [dev,bench,sweep] extras
 
 # Train the default model (latent ODE on spirals, CPU, ~3 min); extra overrides via ARGS,
 # e.g. make train ARGS="solver=rk4 solver.step_size=0.05"
