@@ -69,6 +69,24 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
+def _tell(study: Any, trial: Any, values: list[float] | None, state: Any) -> bool:
+    """Tell ``trial``'s outcome; ``False`` when the sampler asks to end the study.
+
+    A sampler ends a study with ``Study.stop()`` in its ``after_trial`` (``GridSampler`` once
+    every grid point ran), which raises ``RuntimeError`` outside ``Study.optimize``; the trial's
+    outcome is stored by then."""
+    from optuna.trial import TrialState
+
+    try:
+        study.tell(trial, values, state)
+    except RuntimeError:
+        stored = study.get_trials(deepcopy=False)[trial.number]
+        if stored.state == TrialState.RUNNING:
+            raise
+        return False
+    return True
+
+
 class NodeOptunaSweeper(Sweeper):
     """Hydra sweeper searching ``params`` with Optuna (keys: :mod:`.config`)."""
 
@@ -98,7 +116,9 @@ class NodeOptunaSweeper(Sweeper):
         self.n_trials = n_trials
         self.n_jobs = n_jobs
         self.sampler_cfg = sampler
-        self.params = OmegaConf.to_container(params, resolve=True) if params else {}
+        if OmegaConf.is_config(params):
+            params = OmegaConf.to_container(params, resolve=True)
+        self.params = dict(params or {})
         self.failure_classes = _exception_classes(_as_list(failure_exceptions or []))
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
@@ -110,11 +130,6 @@ class NodeOptunaSweeper(Sweeper):
     ) -> None:
         from hydra.core.plugins import Plugins
 
-        self.hydra_context = hydra_context
-        self.config = config
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
-        )
         # the app's objective(s) (train.py's `optimized_metric`), checked against the directions
         # before any trial runs
         if "optimized_metric" in config:
@@ -131,6 +146,11 @@ class NodeOptunaSweeper(Sweeper):
                     f"hydra.sweeper.direction has {len(self.directions)} {self.directions}: "
                     "give one direction per metric"
                 )
+        self.hydra_context = hydra_context
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def _sampler(self, n_existing: int) -> Any:
         from hydra.utils import instantiate
@@ -227,12 +247,13 @@ class NodeOptunaSweeper(Sweeper):
                 self.validate_batch_is_legal(batch)
                 results = self.launcher.launch(batch, initial_job_idx=done)
                 stop = None
+                sampler_stop = False
                 for trial, ret in zip(trials, results, strict=True):
                     output_dir = OmegaConf.select(ret.hydra_cfg or {}, "hydra.runtime.output_dir")
                     if output_dir:
                         trial.set_user_attr("output_dir", str(output_dir))
                     state, values, error = self._outcome(ret)
-                    study.tell(trial, values, state)
+                    sampler_stop = sampler_stop or not _tell(study, trial, values, state)
                     told.add(trial.number)
                     log.info(
                         f"Trial {trial.number} {state.name.lower()}: values {values}, "
@@ -243,12 +264,15 @@ class NodeOptunaSweeper(Sweeper):
                 # never leave a trial RUNNING in a stored study
                 for trial in trials:
                     if trial.number not in told:
-                        study.tell(trial, state=TrialState.FAIL)
+                        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             done += len(trials)
             returns.append(results)
             path = write_results(sweep_dir, study, self.metrics)
             if stop is not None:
                 raise stop
+            if sampler_stop:
+                log.info(f"The sampler ended the search after {done} trials")
+                break
         log.info(f"Best result: {path}")
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             raise RuntimeError(f"no trial of study {study.study_name!r} completed; see {path}")
