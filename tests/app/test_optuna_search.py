@@ -216,3 +216,41 @@ def test_a_bad_search_space_stops_the_sweep_before_any_trial(tmp_path):
     sweeper.launcher = Launcher()
     with pytest.raises(SearchSpaceError, match=r"hydra.sweeper.params\['model.lr'\]: 'high' miss"):
         sweeper.sweep([])
+
+
+SEARCHES = {
+    "latent_ode_optuna": [],
+    "latent_ode_optuna_nfe": [],
+    "odenet_optuna": ["experiment=digits_odenet"],
+    "odenet_optuna_nfe": ["experiment=digits_odenet"],
+}
+
+
+def test_every_search_config_is_listed():
+    found = {p.stem for p in (ROOT / "configs" / "hparams_search").glob("*.yaml")}
+    assert found == set(SEARCHES)
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHES))
+def test_search_configs_name_keys_of_their_run(name, compose_cfg, tmp_path):
+    """Every searched key exists in the run's config (or names a config group), and there is a
+    direction per optimized metric."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from hydra_plugins.node_optuna_sweeper.sweeper import NodeOptunaSweeper
+
+    cfg = compose_cfg([*SEARCHES[name], f"hparams_search={name}"], tmp_path)
+    sweeper_cfg = cfg.hydra.sweeper
+    assert sweeper_cfg._target_.endswith("NodeOptunaSweeper")
+    assert sweeper_cfg.sampler.seed is not None
+    space, fixed = build_search_space(OmegaConf.to_container(sweeper_cfg.params), [])
+    assert {"solver", "solver.rtol", "solver.atol"} <= set(space) and not fixed
+    choices = HydraConfig.get().runtime.choices
+    for key in space:
+        assert key in choices or OmegaConf.select(cfg, key, default="missing") != "missing", key
+    sweeper = NodeOptunaSweeper(direction=sweeper_cfg.direction, params=sweeper_cfg.params)
+    metrics = [cfg.optimized_metric] if isinstance(cfg.optimized_metric, str) else list(
+        cfg.optimized_metric
+    )
+    assert len(metrics) == len(sweeper.directions)
+    assert all(m.startswith("val/") for m in metrics[:1])  # never a test metric
