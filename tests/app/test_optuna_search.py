@@ -254,3 +254,47 @@ def test_search_configs_name_keys_of_their_run(name, compose_cfg, tmp_path):
     )
     assert len(metrics) == len(sweeper.directions)
     assert all(m.startswith("val/") for m in metrics[:1])  # never a test metric
+
+
+def _wrapped_solver_error():
+    from node.errors import SolverError, Status
+
+    try:
+        raise SolverError(Status.STEP_TOO_SMALL, 0.5, 1e-12, "step size underflow at t=0.5")
+    except SolverError as err:
+        try:
+            raise RuntimeError("the model failed") from err
+        except RuntimeError as outer:
+            return outer
+
+
+@pytest.mark.parametrize(
+    ("status", "value", "state", "goes_on"),
+    [
+        ("COMPLETED", 0.25, "COMPLETE", True),
+        ("COMPLETED", float("nan"), "FAIL", True),  # a diverged run's metric
+        ("FAILED", "training_failure", "FAIL", True),
+        ("FAILED", "wrapped", "FAIL", True),  # a solver failure as the cause of another error
+        ("FAILED", KeyError("optimized_metric ['val/x'] not logged"), "FAIL", False),
+        ("COMPLETED", [0.1, 2.0], "FAIL", False),  # two values for one direction
+        ("COMPLETED", None, "FAIL", False),  # optimized_metric unset
+    ],
+)
+def test_trial_outcomes(status, value, state, goes_on):
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from framework.failure import TrainingSolverFailure
+    from hydra_plugins.node_optuna_sweeper.config import SOLVER_FAILURES
+    from hydra_plugins.node_optuna_sweeper.sweeper import NodeOptunaSweeper
+
+    if value == "training_failure":
+        value = TrainingSolverFailure("ODE solver failed during training")
+    elif value == "wrapped":
+        value = _wrapped_solver_error()
+    sweeper = NodeOptunaSweeper(failure_exceptions=SOLVER_FAILURES)
+    told, values, error = sweeper._outcome(
+        JobReturn(status=JobStatus[status], _return_value=value)
+    )
+    assert told.name == state
+    assert (error is None) == goes_on
+    assert values == ([0.25] if state == "COMPLETE" else None)
