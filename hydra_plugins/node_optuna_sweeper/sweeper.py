@@ -219,7 +219,8 @@ class NodeOptunaSweeper(Sweeper):
         from ._results import write_results
         from ._search_space import build_search_space, override_value
 
-        assert self.config is not None and self.launcher is not None
+        if self.config is None or self.launcher is None:
+            raise RuntimeError("NodeOptunaSweeper.setup() must run before sweep()")
         space, fixed = build_search_space(self.params, arguments)
         if not space:
             raise ValueError(
@@ -249,8 +250,8 @@ class NodeOptunaSweeper(Sweeper):
                 stop = None
                 sampler_stop = False
                 for trial, ret in zip(trials, results, strict=True):
-                    output_dir = OmegaConf.select(ret.hydra_cfg or {}, "hydra.runtime.output_dir")
-                    if output_dir:
+                    if ret.hydra_cfg is not None:  # None: the job failed before it started
+                        output_dir = ret.hydra_cfg.hydra.runtime.output_dir
                         trial.set_user_attr("output_dir", str(output_dir))
                     state, values, error = self._outcome(ret)
                     sampler_stop = sampler_stop or not _tell(study, trial, values, state)
