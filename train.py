@@ -8,6 +8,7 @@ Examples::
     python train.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt   # resume
     python train.py train=false ckpt_path=<file>     # test <file> in the model of the config
     python train.py -m solver=dopri5,tsit5,rk4 solver.rtol=1e-3,1e-5        # sweep + summary
+    python train.py -m hparams_search=latent_ode_optuna                      # Optuna search
 
 The configuration lives in ``configs/`` (entry: ``configs/train.yaml``); the pipeline in
 :func:`framework.run.train`. The ``extras`` group (printing the config, ...) is applied first.
@@ -24,7 +25,9 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | list[float] | None:
+    """The run's ``optimized_metric`` for a sweeper: one value, or a list of values for a list
+    of metrics (a multi-objective search, e.g. ``[val/loss, nfe_forward_per_step]``)."""
     from framework.extras import apply_extras
     from framework.run import train
 
@@ -33,11 +36,14 @@ def main(cfg: DictConfig) -> float | None:
     metric = cfg.get("optimized_metric")
     if metric is None:
         return None
-    if metric not in result["metrics"]:
+    names = [metric] if isinstance(metric, str) else [str(m) for m in metric]
+    missing = [name for name in names if name not in result["metrics"]]
+    if missing:
         raise KeyError(
-            f"optimized_metric={metric!r} was not logged; available: {sorted(result['metrics'])}"
+            f"optimized_metric {missing} not logged; available: {sorted(result['metrics'])}"
         )
-    return result["metrics"][metric]
+    values = [result["metrics"][name] for name in names]
+    return values[0] if isinstance(metric, str) else values
 
 
 if __name__ == "__main__":
