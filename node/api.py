@@ -276,10 +276,16 @@ def odeint_event(
     """
     if not isinstance(t0, torch.Tensor):
         t0 = torch.tensor(float(t0), dtype=torch.float64)
-    if t0.numel() != 1:
-        raise ValueError(f"t0 must be a scalar time, got shape {tuple(t0.shape)}")
+    starts = None
+    if per_sample and t0.dim() == 1 and t0.numel() > 1:
+        starts, t0 = t0, t0[0]  # one start per sample; t0[0] stands for them in the checks
+    elif t0.numel() != 1:
+        raise ValueError(f"t0 must be a scalar time (or, with per_sample=True, one per sample), "
+                         f"got shape {tuple(t0.shape)}")
     t0 = t0.reshape(())
     t = torch.stack([t0, t0.detach() + (-1.0 if reverse_time else 1.0)])
+    if starts is not None:
+        kwargs["starts"] = starts
     if odeint_interface is odeint_adjoint:
         kwargs.setdefault("gradient", "adjoint")
     elif odeint_interface not in (None, odeint):

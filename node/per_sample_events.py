@@ -1,0 +1,245 @@
+"""Per-sample terminal events: every sample steps on its own and stops at its own event.
+
+``odeint_event(..., per_sample=True)`` with an explicit Runge-Kutta method and direct gradients.
+The per-sample loop (:mod:`node.per_sample`) runs without an end time. After every iteration,
+each sample that took an accepted step evaluates the event function (one batched call per point,
+every sample at its own time) at the end of its step and at 4 interior points of its dense
+output: the detection rule of :mod:`node.event_location`. A sample whose event values change
+sign (or reach zero from a non-zero value) in its step is frozen there; its step (start time and
+state, stages, size) and the bracket of each component are kept. Detection, brackets and kept
+steps are device tensors updated by ``torch.where``: no host synchronisation is added to the
+loop's one per iteration.
+
+After the loop the brackets of all samples are narrowed together by the Illinois iteration
+(:func:`node.event_location.narrow`), each on its own dense output, and the event state is that
+dense output at the root:
+
+    t*_b = tau0_b + theta_b (tau1_b - tau0_b),     y*_b = y0_b + h_b sum_i b_i(theta_b) k_i,b
+
+With a graph, ``y0_b`` and ``k_i,b`` carry it (direct mode: autograd through the steps taken),
+so the state at the fixed time ``t*_b`` is differentiable without a second solve. The event time
+gets its gradient from the implicit function theorem (:mod:`node.event_gradient`), per sample:
+``dt*/dθ = -(∂g/∂y ∂y(t*)/∂θ + ∂g/∂θ) / (∂g/∂t + ∂g/∂y f(t*, y*))``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from types import SimpleNamespace
+
+import torch
+
+from node.callbacks import _NAMES as CALLBACK_NAMES
+from node.errors import SolverError
+from node.event_gradient import attach_event_gradient
+from node.event_location import _INTERIOR_SAMPLES, narrow
+from node.inputs import check_func
+from node.interpolation import dense_polynomials
+from node.options import parse_options
+from node.per_sample import CODES, SampleErrorScale, SampleField, integrate_per_sample
+from node.per_sample_inputs import check_sample_inputs
+from node.per_sample_solve import _LISTED, _cause, _check_options
+from node.runge_kutta import coefficients
+from node.tableau import ButcherTableau
+
+
+class SampleEventWatch:
+    """The loop's observer: detects each sample's first event in its accepted steps and keeps
+    that step (see the module docstring); :meth:`locate` then finds the roots."""
+
+    def __init__(self, event_fn, field: SampleField, tableau: ButcherTableau, batch: int,
+                 numel: int, sign: float, dtype, device) -> None:
+        self.event_fn = event_fn
+        self.field = field
+        self.batch, self.numel, self.sign = batch, numel, sign
+        polys = dense_polynomials(tableau)
+        self.polys_t = torch.tensor(polys, dtype=torch.float64, device=device).T  # [P, S]
+        n = _INTERIOR_SAMPLES + 1
+        self.fractions = [j / n for j in range(1, n)] + [1.0]
+        inner = torch.tensor(self.fractions[:-1], dtype=torch.float64, device=device)
+        self.inner_weights = self._weights(inner).to(dtype)  # [M, S]
+        self.done = torch.zeros((batch, 1), dtype=torch.bool, device=device)
+        self.g_prev = None  # [B, k]: the last non-zero event value (zero: no sign yet)
+        self.kept = None  # the kept step and brackets, once the first values are known
+
+    def _weights(self, theta: torch.Tensor) -> torch.Tensor:
+        """``b_i(theta)`` as ``[len(theta), S]`` (float64)."""
+        powers = theta[:, None].expand(-1, self.polys_t.shape[0]).cumprod(-1)
+        return powers @ self.polys_t
+
+    def values(self, t_solver: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Event values ``[B, k]`` (float64) at solver times ``[B]`` and flat states ``[B, N]``."""
+        t_user = (t_solver * self.sign).reshape(self.batch)
+        if self.field.time_dtype is not None:
+            t_user = t_user.to(self.field.time_dtype)
+        elif self.field.layout.dtype != torch.float64:
+            t_user = t_user.to(self.field.layout.dtype)
+        g = self.event_fn(t_user, y.view(self.field.shape))
+        if not isinstance(g, torch.Tensor) or g.dim() == 0 or g.shape[0] != self.batch:
+            raise ValueError(
+                f"with per_sample=True, event_fn must return a tensor whose first dimension is "
+                f"the batch ({self.batch}), got "
+                f"{tuple(g.shape) if isinstance(g, torch.Tensor) else type(g).__name__}")
+        return g.reshape(self.batch, -1).double()
+
+    def start(self, tau0: torch.Tensor, y0: torch.Tensor) -> None:
+        """The event values at the start (``tau0``: ``[B]`` solver times)."""
+        with torch.no_grad():
+            g0 = self.values(tau0, y0)
+        self.g_prev = g0
+        zeros = torch.zeros_like(g0)
+        col = tau0.new_zeros((self.batch, 1))
+        stages = self.polys_t.shape[1]
+        self.kept = SimpleNamespace(
+            lo=zeros, hi=torch.ones_like(g0), g_lo=zeros, g_hi=zeros,
+            crossed=torch.zeros_like(g0, dtype=torch.bool), tau0=col, tau1=col, h=col,
+            y0=torch.zeros_like(y0), K=y0.new_zeros((self.batch, stages, self.numel)))
+
+    def __call__(self, tau0, tau1, h, y0, y1, K, stepped) -> torch.Tensor:
+        """One iteration (arguments as the loop's ``observer``): the samples that fired."""
+        with torch.no_grad():
+            hu = (h * self.sign).to(y0.dtype)
+            inc = torch.einsum("ms,bsn->mbn", self.inner_weights, K)
+            vals = []
+            for theta, inc_m in zip(self.fractions[:-1], inc.unbind(0), strict=True):
+                vals.append(self.values(tau0 + theta * (tau1 - tau0), y0 + hu * inc_m))
+            vals.append(self.values(tau1, y1))
+            ref = self.g_prev
+            pending = stepped & ~self.done
+            lo, hi = torch.zeros_like(ref), torch.ones_like(ref)
+            g_lo, g_hi = ref, ref
+            crossed = torch.zeros_like(ref, dtype=torch.bool)
+            theta_prev = 0.0
+            for theta, g in zip(self.fractions, vals, strict=True):
+                new = pending & ~crossed & (((ref * g) < 0) | ((g == 0) & (ref != 0)))
+                lo = torch.where(new, theta_prev, lo)
+                hi = torch.where(new, theta, hi)
+                g_lo = torch.where(new, ref, g_lo)
+                g_hi = torch.where(new, g, g_hi)
+                crossed |= new
+                ref = torch.where(g == 0, ref, g)
+                theta_prev = theta
+            self.g_prev = torch.where(pending, ref, self.g_prev)
+            # Only the components crossing in the earliest sub-interval can fire first.
+            first = torch.where(crossed, hi, math.inf).min(dim=1, keepdim=True).values
+            crossed &= hi == first
+            fired = crossed.any(dim=1, keepdim=True)
+            self.done |= fired
+            k = self.kept
+            k.lo, k.hi = torch.where(fired, lo, k.lo), torch.where(fired, hi, k.hi)
+            k.g_lo, k.g_hi = torch.where(fired, g_lo, k.g_lo), torch.where(fired, g_hi, k.g_hi)
+            k.crossed = torch.where(fired, crossed, k.crossed)
+            k.tau0, k.tau1 = torch.where(fired, tau0, k.tau0), torch.where(fired, tau1, k.tau1)
+            k.h = torch.where(fired, h, k.h)
+        # With a graph, the kept start state and stages carry it (the event state's gradient).
+        k.y0 = torch.where(fired, y0, k.y0)
+        k.K = torch.where(fired[:, :, None], K, k.K)
+        return fired
+
+    def state_at(self, theta: torch.Tensor) -> torch.Tensor:
+        """Each sample's dense output at its own fraction ``theta[b]`` of its kept step."""
+        k = self.kept
+        w = self._weights(theta).to(k.K.dtype)  # [B, S]
+        inc = torch.bmm(w[:, None, :], k.K).view(self.batch, self.numel)
+        return k.y0 + (k.h * self.sign).to(k.K.dtype) * inc
+
+    def locate(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every sample's event: ``(theta, solver time, component)`` (``[B]`` each)."""
+        k = self.kept
+        h = k.h.view(-1)
+        # As close as the interpolant (in the state's precision) can tell.
+        eps = torch.finfo(k.y0.dtype).eps
+        tol = 4 * eps * torch.clamp_min(k.tau0.view(-1).abs() + h, 1.0)
+        tol_theta = tol / torch.where(h > 0, h, 1.0)
+        tau0, span = k.tau0.view(-1), (k.tau1 - k.tau0).view(-1)
+        best = torch.full_like(h, math.inf)
+        comp = torch.zeros(self.batch, dtype=torch.long, device=h.device)
+        with torch.no_grad():
+            for c in k.crossed.any(dim=0).nonzero().flatten().tolist():
+                def values(theta, c=c):
+                    return self.values(tau0 + theta * span, self.state_at(theta))[:, c]
+
+                active = k.crossed[:, c]
+                theta_c = narrow(values, k.lo[:, c], k.hi[:, c], k.g_lo[:, c], k.g_hi[:, c],
+                                 active, tol_theta)
+                wins = active & (theta_c < best)
+                best = torch.where(wins, theta_c, best)
+                comp = torch.where(wins, c, comp)
+        theta = torch.where(torch.isfinite(best), best, 1.0)
+        return theta, tau0 + theta * span, comp
+
+
+def solve_per_sample_event(func, y0, t0: torch.Tensor, direction: float, event_fn, *, rtol,
+                           atol, tableau: ButcherTableau, options):
+    """``(event_t, ys)`` of per-sample events: ``event_t`` ``[B]`` (``t0``'s dtype), ``ys``
+    ``[2, B, ...]`` the states at the start and at each sample's event.
+
+    ``t0``: a scalar or ``[B]`` (each sample's own start); ``direction``: ``+-1.0``;
+    ``tableau``: an explicit Runge-Kutta method with an error estimate. ``options`` already
+    hold the event solve's step budget.
+    """
+    check_func(func)
+    check_func(event_fn)
+    if t0.requires_grad and torch.is_grad_enabled():
+        raise ValueError("per-sample events (per_sample=True) do not differentiate with respect "
+                         "to t0 (yet); got t0 with requires_grad=True (pass t0.detach())")
+    if not isinstance(y0, torch.Tensor) or y0.dim() == 0:
+        raise ValueError("per_sample=True needs y0 to be a tensor whose first dimension is the "
+                         "batch")
+    batch = y0.shape[0]
+    if t0.dim() == 1 and t0.shape[0] != batch:
+        raise ValueError(f"t0 of shape {tuple(t0.shape)}: expected a scalar or one start time per "
+                         f"sample ([B] with B = y0.shape[0] = {batch})")
+    starts = t0.detach().reshape(-1, 1).expand(batch, 1)
+    t = torch.cat([starts, starts + direction], dim=1)  # the direction, as check_sample_inputs
+    inputs = check_sample_inputs(y0, t, rtol, atol)
+    opts = parse_options(options, fixed_grid=False, method=tableau.name)
+    _check_options(opts)
+    hooks = [n for n in CALLBACK_NAMES if getattr(func, n, None) is not None]
+    if hooks:
+        warnings.warn(f"func's {', '.join(hooks)} are not called by per-sample solves",
+                      UserWarning, stacklevel=4)
+    layout = inputs.layout
+    co = coefficients(tableau, layout.dtype, layout.device)
+    errors = SampleErrorScale(inputs.rtol, inputs.atol, batch, inputs.numel, layout.dtype,
+                              layout.device)
+    field = SampleField(func, layout, opts.dtype)
+    taus = inputs.taus.clone()
+    taus[:, 1] = math.inf  # no end time: every sample runs until its event
+    watch = SampleEventWatch(event_fn, field, tableau, batch, inputs.numel, direction,
+                             layout.dtype, layout.device)
+    watch.start(taus[:, 0], y0.reshape(batch, -1))
+    run = integrate_per_sample(field, y0, taus, direction, co, opts, errors, observer=watch)
+    _raise_if_missed(run, inputs, opts, direction)
+    _, tau_event, comps = watch.locate()
+    # The state at each event: recomputed at the root (with the graph of the kept step).
+    theta = (tau_event - watch.kept.tau0.view(-1)) / (watch.kept.tau1 - watch.kept.tau0).view(-1)
+    flat = watch.state_at(theta.detach())
+    y_event = flat.view(layout.shapes[0])
+    times = (tau_event * direction).to(t0.dtype)
+
+    def field_at(times, flat_event):  # f(t*, y*) of every sample at its own time: one call
+        t_b = times.detach().double().view(field.t_shape)
+        return field(t_b, flat_event.view(field.shape)).reshape(batch, -1)
+
+    event_t, y_event = attach_event_gradient(SimpleNamespace(layout=layout), event_fn, times,
+                                             comps, y_event, True, field=field_at)
+    return event_t, torch.stack([y0, y_event])
+
+
+def _raise_if_missed(run, inputs, opts, direction: float) -> None:
+    """A sample without an event stopped on a failure (its step budget, at the latest)."""
+    codes = run.status.tolist()
+    failed = [b for b, c in enumerate(codes) if c]
+    if not failed:
+        return
+    causes = [_cause(run, inputs, opts, b) for b in failed[:_LISTED]]
+    more = f"; and {len(failed) - _LISTED} more" if len(failed) > _LISTED else ""
+    first = failed[0]
+    t_first = float(run.tau[first]) * direction
+    error = SolverError(CODES[codes[first]], t_first, float(run.h[first]),
+                        f"no event found for {len(failed)} of {inputs.batch} samples: "
+                        + "; ".join(causes) + more)
+    error.samples = failed
+    raise error
