@@ -181,9 +181,6 @@ def solve_per_sample_event(func, y0, t0: torch.Tensor, direction: float, event_f
     """
     check_func(func)
     check_func(event_fn)
-    if t0.requires_grad and torch.is_grad_enabled():
-        raise ValueError("per-sample events (per_sample=True) do not differentiate with respect "
-                         "to t0 (yet); got t0 with requires_grad=True (pass t0.detach())")
     if not isinstance(y0, torch.Tensor) or y0.dim() == 0:
         raise ValueError("per_sample=True needs y0 to be a tensor whose first dimension is the "
                          "batch")
@@ -194,6 +191,13 @@ def solve_per_sample_event(func, y0, t0: torch.Tensor, direction: float, event_f
     starts = t0.detach().reshape(-1, 1).expand(batch, 1)
     t = torch.cat([starts, starts + direction], dim=1)  # the direction, as check_sample_inputs
     inputs = check_sample_inputs(y0, t, rtol, atol)
+    shift = None
+    if t0.requires_grad and torch.is_grad_enabled():
+        # The gradient with respect to t0: the solve is that of s = t - t0 (func and event_fn
+        # at s + t0), with t0 a parameter. The loop's times carry no graph; a zero-valued
+        # t0 - t0.detach() added to the times func and event_fn receive carries t0's.
+        shift = (t0 - t0.detach()).reshape(-1).expand(batch)
+        func, event_fn = _shifted(func, shift, y0.dim()), _shifted(event_fn, shift, 1)
     opts = parse_options(options, fixed_grid=False, method=tableau.name)
     _check_options(opts)
     hooks = [n for n in CALLBACK_NAMES if getattr(func, n, None) is not None]
@@ -225,7 +229,20 @@ def solve_per_sample_event(func, y0, t0: torch.Tensor, direction: float, event_f
 
     event_t, y_event = attach_event_gradient(SimpleNamespace(layout=layout), event_fn, times,
                                              comps, y_event, True, field=field_at)
+    if shift is not None:
+        event_t = event_t + shift.to(event_t.dtype)  # t* = s* + t0
     return event_t, torch.stack([y0, y_event])
+
+
+def _shifted(fn, shift: torch.Tensor, dims: int):
+    """``fn(t + shift, y)``, ``shift`` (``[B]``, zero-valued) shaped ``[B, 1, ..., 1]`` to
+    ``dims`` dimensions, as the times ``fn`` receives."""
+    shaped = shift.reshape((-1,) + (1,) * (dims - 1))
+
+    def wrapped(t, y):
+        return fn(t + shaped.to(t.dtype), y)
+
+    return wrapped
 
 
 def _raise_if_missed(run, inputs, opts, direction: float) -> None:
