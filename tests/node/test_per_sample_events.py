@@ -319,3 +319,13 @@ def test_adjoint_arguments_are_refused_in_the_direct_mode():
     _, y0 = drops([1.0, 2.0])
     with pytest.raises(ValueError, match="adjoint_"):
         per_sample_event(FreeFall(), y0, event_fn=height, adjoint_rtol=1e-6)
+
+
+def test_odeint_with_event_fn_takes_per_sample():
+    _, y0 = drops([1.0, 2.0])
+    event_t, sol = node.odeint(FreeFall(), y0, torch.tensor([0.0, 1.0], dtype=F64),
+                               event_fn=height, per_sample=True, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(event_t, torch.tensor([2 / G, 4 / G], dtype=F64).sqrt())
+    assert sol.shape == (2, 2, 2)
+    with pytest.raises(ValueError, match=r"1-D t of two times, not a \[B, T\] t"):
+        node.odeint(FreeFall(), y0, torch.zeros(2, 2, dtype=F64), event_fn=height)
