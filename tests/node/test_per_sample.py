@@ -297,7 +297,7 @@ def test_gradients_stay_finite_with_a_failed_sample():
     (dict(y0=(torch.ones(2, 2, dtype=F64), torch.ones(2, 1, dtype=F64))), r"tuple"),
     (dict(gradient="adjoint"), r"per_sample=True.*gradient='direct'.*'adjoint'"),
     (dict(gradient="checkpoint"), r"per_sample=True.*gradient='direct'.*'checkpoint'"),
-    (dict(method="rk4"), r"per_sample.*adaptive method.*'rk4'"),
+    (dict(method="rk4", options=dict(perturb=True)), r"\['perturb'\].*per_sample"),
     (dict(options=dict(step_t=[0.5])), r"step_t.*per_sample"),
     (dict(options=dict(controller="pid")), r"controller='pid'.*per_sample"),
 ])
