@@ -21,6 +21,7 @@ from node.options import parse_options, uses_fixed_grid
 from node.per_sample import CODES, SampleErrorScale, SampleField, integrate_per_sample
 from node.per_sample_fixed_grid import solve_fixed_grid_per_sample
 from node.per_sample_inputs import check_sample_inputs
+from node.per_sample_tuple import solve_tuple_per_sample
 from node.runge_kutta import coefficients
 from node.solution import Solution
 from node.tableau import ButcherTableau
@@ -57,6 +58,12 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
                      progress, adjoint_args) -> PerSampleSolution:
     """:func:`node.solve` with ``per_sample=True`` (arguments as there, already checked for
     ``gradient``/``on_failure`` names)."""
+    if isinstance(y0, tuple | list):  # solved as one [B, N] state (node.per_sample_tuple)
+        return solve_tuple_per_sample(
+            lambda f, y, t_, r, a: solve_per_sample(
+                f, y, t_, method=method, rtol=r, atol=a, options=options, gradient=gradient,
+                on_failure=on_failure, progress=progress, adjoint_args=adjoint_args),
+            func, y0, t, rtol, atol)
     check_func(func)
     if gradient != "direct":
         raise ValueError(f"per-sample solving (per_sample=True or t of shape [B, T]) supports "
