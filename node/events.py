@@ -16,7 +16,7 @@ event times and states are returned per sample. With an explicit Runge-Kutta met
 gradients each sample also takes its own steps (:mod:`node.per_sample_events`; ``func`` then
 receives ``t`` of shape ``[batch, 1, ..., 1]``, as in per-sample solves, and ``t0`` may hold one
 start time per sample). Otherwise (checkpoint or adjoint gradients, implicit or multistep
-methods, fixed grids) the samples share the steps of one joint solve, as below.
+methods) the samples share the steps of one joint solve, as below.
 """
 
 from __future__ import annotations
@@ -90,7 +90,11 @@ def _solve_real(func, y0, t, event_fn, rtol, atol, method, options, gradient, pe
     user_options = options
     options = dict(options or {})
     options.setdefault("max_num_steps", _EVENT_STEP_BUDGET)
-    problem = make_problem(func, y0, t, method=method, rtol=rtol, atol=atol, options=options)
+    step = options.get("step_size")
+    steps_given = per_sample and isinstance(step, torch.Tensor) and step.numel() > 1
+    # One step size per sample is checked by node.per_sample_fixed_grid; a number stands in.
+    problem = make_problem(func, y0, t, method=method, rtol=rtol, atol=atol,
+                           options=dict(options, step_size=1.0) if steps_given else options)
     if problem.fixed_grid and problem.options.step_size is None:
         given = ", grid_constructor given" if problem.options.grid_constructor else ""
         raise ValueError(
@@ -106,11 +110,13 @@ def _solve_real(func, y0, t, event_fn, rtol, atol, method, options, gradient, pe
             return solve_per_sample_event(
                 func, y0, t[0] if starts is None else starts, problem.direction, event_fn,
                 rtol=rtol, atol=atol, tableau=problem.tableau, options=options)
-    if starts is not None:
+    if starts is not None or steps_given:
+        what = ("one start time per sample (t0 of shape [B])" if starts is not None else
+                "one step size per sample (options['step_size'] of shape [B])")
         raise ValueError(
-            "one start time per sample (t0 of shape [B]) needs per-sample steps: per_sample=True "
-            "with an explicit Runge-Kutta method with an error estimate and gradient='direct', "
-            f"got method={problem.tableau.name!r}, gradient={gradient!r}")
+            f"{what} needs per-sample steps: per_sample=True with an explicit Runge-Kutta "
+            f"method and gradient='direct', got method={problem.tableau.name!r}, "
+            f"gradient={gradient!r}")
     locator = EventLocator(problem, event_fn, per_sample)
     with torch.no_grad():
         locator.run()
@@ -156,10 +162,10 @@ def _solve_real(func, y0, t, event_fn, rtol, atol, method, options, gradient, pe
 
 def _steps_per_sample(problem: Problem, gradient: str) -> bool:
     """Whether per-sample events take per-sample steps (:mod:`node.per_sample_events`): an
-    explicit adaptive Runge-Kutta method and direct gradients. The other modes and methods
-    locate each sample's event on one joint solve (per-sample steps for them: not yet)."""
-    return (gradient == "direct" and isinstance(problem.tableau, ButcherTableau)
-            and not problem.fixed_grid)
+    explicit Runge-Kutta method (adaptive, or on a fixed grid) and direct gradients. The other
+    modes and methods locate each sample's event on one joint solve (per-sample steps for
+    them: not yet)."""
+    return gradient == "direct" and isinstance(problem.tableau, ButcherTableau)
 
 
 def _without_gradients(problem: Problem, locator: EventLocator, t_dtype, per_sample: bool):

@@ -1,10 +1,12 @@
 """Per-sample terminal events: every sample steps on its own and stops at its own event.
 
 ``odeint_event(..., per_sample=True)`` with an explicit Runge-Kutta method and direct gradients.
-The per-sample loop (:mod:`node.per_sample`) runs without an end time. After every iteration,
+The per-sample loop (:mod:`node.per_sample`, or on fixed grids ``start_b + k step_size``
+:mod:`node.per_sample_fixed_grid`) runs without an end time. After every iteration,
 each sample that took an accepted step evaluates the event function (one batched call per point,
 every sample at its own time) at the end of its step and at 4 interior points of its dense
-output: the detection rule of :mod:`node.event_location`. A sample whose event values change
+output (on a fixed grid: of the linear or cubic interpolant, ``interp``): the detection rule of
+:mod:`node.event_location`. A sample whose event values change
 sign (or reach zero from a non-zero value) in its step is frozen there; its step (start time and
 state, stages, size) and the bracket of each component are kept. Detection, brackets and kept
 steps are device tensors updated by ``torch.where``: no host synchronisation is added to the
@@ -35,9 +37,10 @@ from node.errors import SolverError
 from node.event_gradient import attach_event_gradient
 from node.event_location import _INTERIOR_SAMPLES, narrow
 from node.inputs import check_func
-from node.interpolation import dense_polynomials
-from node.options import parse_options
+from node.interpolation import dense_polynomials, hermite
+from node.options import parse_options, uses_fixed_grid
 from node.per_sample import CODES, SampleErrorScale, SampleField, integrate_per_sample
+from node.per_sample_fixed_grid import fixed_grid_options, integrate_fixed_grid_per_sample
 from node.per_sample_inputs import check_sample_inputs
 from node.per_sample_solve import _LISTED, _cause, _check_options
 from node.runge_kutta import coefficients
@@ -49,16 +52,20 @@ class SampleEventWatch:
     that step (see the module docstring); :meth:`locate` then finds the roots."""
 
     def __init__(self, event_fn, field: SampleField, tableau: ButcherTableau, batch: int,
-                 numel: int, sign: float, dtype, device) -> None:
+                 numel: int, sign: float, dtype, device, interp: str | None = None) -> None:
         self.event_fn = event_fn
         self.field = field
         self.batch, self.numel, self.sign = batch, numel, sign
-        polys = dense_polynomials(tableau)
-        self.polys_t = torch.tensor(polys, dtype=torch.float64, device=device).T  # [P, S]
+        # The interpolant: the dense output (None), or a fixed grid's "linear" or "cubic".
+        self.interp = interp
         n = _INTERIOR_SAMPLES + 1
         self.fractions = [j / n for j in range(1, n)] + [1.0]
-        inner = torch.tensor(self.fractions[:-1], dtype=torch.float64, device=device)
-        self.inner_weights = self._weights(inner).to(dtype)  # [M, S]
+        self.stages = tableau.stages
+        if interp is None:
+            polys = dense_polynomials(tableau)
+            self.polys_t = torch.tensor(polys, dtype=torch.float64, device=device).T  # [P, S]
+            inner = torch.tensor(self.fractions[:-1], dtype=torch.float64, device=device)
+            self.inner_weights = self._weights(inner).to(dtype)  # [M, S]
         self.done = torch.zeros((batch, 1), dtype=torch.bool, device=device)
         self.g_prev = None  # [B, k]: the last non-zero event value (zero: no sign yet)
         self.kept = None  # the kept step and brackets, once the first values are known
@@ -90,20 +97,36 @@ class SampleEventWatch:
         self.g_prev = g0
         zeros = torch.zeros_like(g0)
         col = tau0.new_zeros((self.batch, 1))
-        stages = self.polys_t.shape[1]
+        state = torch.zeros_like(y0)
         self.kept = SimpleNamespace(
             lo=zeros, hi=torch.ones_like(g0), g_lo=zeros, g_hi=zeros,
             crossed=torch.zeros_like(g0, dtype=torch.bool), tau0=col, tau1=col, h=col,
-            y0=torch.zeros_like(y0), K=y0.new_zeros((self.batch, stages, self.numel)))
+            y0=state, y1=state, f0=state, f1=state,
+            K=y0.new_zeros((self.batch, self.stages, self.numel)))
 
-    def __call__(self, tau0, tau1, h, y0, y1, K, stepped) -> torch.Tensor:
-        """One iteration (arguments as the loop's ``observer``): the samples that fired."""
+    def _interpolate(self, theta, hu, y0, y1, K, f0, f1) -> torch.Tensor:
+        """The state at fraction ``theta`` (a number or ``[B, 1]``) of the steps."""
+        if self.interp is None:
+            w = self._weights(theta.view(-1)).to(K.dtype)  # [B, S]
+            return y0 + hu * torch.bmm(w[:, None, :], K).view(self.batch, self.numel)
+        if self.interp == "cubic":
+            return hermite(y0, y1, f0, f1, hu, theta.to(y0.dtype))
+        return torch.lerp(y0, y1, theta.to(y0.dtype))
+
+    def __call__(self, tau0, tau1, h, y0, y1, K, stepped, f0=None, f1=None) -> torch.Tensor:
+        """One iteration (arguments as the loop's ``observer``; ``f0``, ``f1``: the slopes at
+        the steps' ends on a fixed grid): the samples that fired."""
         with torch.no_grad():
             hu = (h * self.sign).to(y0.dtype)
-            inc = torch.einsum("ms,bsn->mbn", self.inner_weights, K)
             vals = []
-            for theta, inc_m in zip(self.fractions[:-1], inc.unbind(0), strict=True):
-                vals.append(self.values(tau0 + theta * (tau1 - tau0), y0 + hu * inc_m))
+            if self.interp is None:
+                inc = torch.einsum("ms,bsn->mbn", self.inner_weights, K)
+                inner = [y0 + hu * inc_m for inc_m in inc.unbind(0)]
+            else:
+                inner = [self._interpolate(torch.full_like(tau0, theta), hu, y0, y1, K, f0, f1)
+                         for theta in self.fractions[:-1]]
+            for theta, y_m in zip(self.fractions[:-1], inner, strict=True):
+                vals.append(self.values(tau0 + theta * (tau1 - tau0), y_m))
             vals.append(self.values(tau1, y1))
             ref = self.g_prev
             pending = stepped & ~self.done
@@ -132,17 +155,21 @@ class SampleEventWatch:
             k.crossed = torch.where(fired, crossed, k.crossed)
             k.tau0, k.tau1 = torch.where(fired, tau0, k.tau0), torch.where(fired, tau1, k.tau1)
             k.h = torch.where(fired, h, k.h)
-        # With a graph, the kept start state and stages carry it (the event state's gradient).
+        # With a graph, the kept states and stages carry it (the event state's gradient).
         k.y0 = torch.where(fired, y0, k.y0)
-        k.K = torch.where(fired[:, :, None], K, k.K)
+        if self.interp is None:
+            k.K = torch.where(fired[:, :, None], K, k.K)
+        else:
+            k.y1 = torch.where(fired, y1, k.y1)
+            if self.interp == "cubic":
+                k.f0, k.f1 = torch.where(fired, f0, k.f0), torch.where(fired, f1, k.f1)
         return fired
 
     def state_at(self, theta: torch.Tensor) -> torch.Tensor:
-        """Each sample's dense output at its own fraction ``theta[b]`` of its kept step."""
+        """Each sample's interpolant at its own fraction ``theta[b]`` of its kept step."""
         k = self.kept
-        w = self._weights(theta).to(k.K.dtype)  # [B, S]
-        inc = torch.bmm(w[:, None, :], k.K).view(self.batch, self.numel)
-        return k.y0 + (k.h * self.sign).to(k.K.dtype) * inc
+        hu = (k.h * self.sign).to(k.y0.dtype)
+        return self._interpolate(theta.view(-1, 1), hu, k.y0, k.y1, k.K, k.f0, k.f1)
 
     def locate(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every sample's event: ``(theta, solver time, component)`` (``[B]`` each)."""
@@ -198,23 +225,31 @@ def solve_per_sample_event(func, y0, t0: torch.Tensor, direction: float, event_f
         # t0 - t0.detach() added to the times func and event_fn receive carries t0's.
         shift = (t0 - t0.detach()).reshape(-1).expand(batch)
         func, event_fn = _shifted(func, shift, y0.dim()), _shifted(event_fn, shift, 1)
-    opts = parse_options(options, fixed_grid=False, method=tableau.name)
-    _check_options(opts)
+    fixed = uses_fixed_grid(tableau.adaptive, options)
+    if fixed:  # each sample on its grid start + k step_size (node.per_sample_fixed_grid)
+        opts, steps = fixed_grid_options(options, batch, tableau.name, y0.device)
+    else:
+        opts = parse_options(options, fixed_grid=False, method=tableau.name)
+        _check_options(opts)
     hooks = [n for n in CALLBACK_NAMES if getattr(func, n, None) is not None]
     if hooks:
         warnings.warn(f"func's {', '.join(hooks)} are not called by per-sample solves",
                       UserWarning, stacklevel=4)
     layout = inputs.layout
     co = coefficients(tableau, layout.dtype, layout.device)
-    errors = SampleErrorScale(inputs.rtol, inputs.atol, batch, inputs.numel, layout.dtype,
-                              layout.device)
     field = SampleField(func, layout, opts.dtype)
     taus = inputs.taus.clone()
     taus[:, 1] = math.inf  # no end time: every sample runs until its event
     watch = SampleEventWatch(event_fn, field, tableau, batch, inputs.numel, direction,
-                             layout.dtype, layout.device)
+                             layout.dtype, layout.device, opts.interp if fixed else None)
     watch.start(taus[:, 0], y0.reshape(batch, -1))
-    run = integrate_per_sample(field, y0, taus, direction, co, opts, errors, observer=watch)
+    if fixed:
+        inputs.taus = taus
+        run = integrate_fixed_grid_per_sample(field, y0, inputs, co, opts, steps, observer=watch)
+    else:
+        errors = SampleErrorScale(inputs.rtol, inputs.atol, batch, inputs.numel, layout.dtype,
+                                  layout.device)
+        run = integrate_per_sample(field, y0, taus, direction, co, opts, errors, observer=watch)
     _raise_if_missed(run, inputs, opts, direction)
     _, tau_event, comps = watch.locate()
     # The state at each event: recomputed at the root (with the graph of the kept step).

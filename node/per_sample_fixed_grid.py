@@ -100,13 +100,20 @@ def sample_grids(taus: torch.Tensor, steps) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def integrate_fixed_grid_per_sample(field: SampleField, y0: torch.Tensor, inputs: SampleInputs,
-                                    co: RKCoefficients, opts, steps) -> SampleRun:
-    """Step every sample over its grid (see the module docstring)."""
+                                    co: RKCoefficients, opts, steps, observer=None) -> SampleRun:
+    """Step every sample over its grid (see the module docstring).
+
+    With ``observer`` (an event solve: ``inputs.taus[:, 1]`` infinite, ``steps`` given) the
+    grids ``start_b + k h_b`` have no end: the loop runs until the observer has stopped every
+    sample or the step budget is spent. ``observer(tau0, tau1, h, y0, y1, None, stepped, f0,
+    f1)`` as :func:`node.per_sample.integrate_per_sample`'s, with the step's end slopes."""
     taus, direction = inputs.taus, inputs.direction
     batch, n_out = taus.shape
     numel = inputs.numel
     device, dtype = y0.device, y0.dtype
     sign = direction if isinstance(direction, float) else direction[:, None]
+    if observer is not None:
+        return _event_loop(field, y0, inputs, co, opts, steps, observer, sign)
     grid, n = sample_grids(taus, steps)
     over = n > opts.max_num_steps
     status = torch.where(over, _MAX_STEPS, 0).to(torch.int8)
@@ -141,14 +148,7 @@ def integrate_fixed_grid_per_sample(field: SampleField, y0: torch.Tensor, inputs
         tau0, tau1 = grid[:, k:k + 1], grid[:, k + 1:k + 2]
         h_tau = tau1 - tau0
         hu = (h_tau * sign).to(dtype)
-        K = y.new_zeros((stages, batch * numel))
-        K[0] = k0.reshape(-1)
-        yi = y
-        for i in range(1, stages):
-            yi = torch.addcmul(y, hu, torch.mv(K.T, co.a[i]).view(batch, numel))
-            t_i = tau1 if co.c[i] == 1.0 else tau0 + co.c[i] * h_tau
-            K[i] = call(t_i, yi).reshape(-1)
-        y1 = yi if co.fsal else torch.addcmul(y, hu, torch.mv(K.T, co.b).view(batch, numel))
+        y1, K = _step(call, co, y, k0, tau0, tau1, h_tau, hu)
         bad = alive & ~torch.isfinite(y1).all(dim=1, keepdim=True)
         ok = alive & ~bad
         taken += (alive & (h_tau > 0)).view(-1)
@@ -192,3 +192,66 @@ def integrate_fixed_grid_per_sample(field: SampleField, y0: torch.Tensor, inputs
     y_final = torch.where(status.view(-1, 1) == _NON_FINITE, y_report, y)
     return SampleRun(ys.view(n_out, batch * numel), status, tau_reached, h_fail.view(-1),
                      y_final, k0, n_steps, n_steps.clone(), nfe, field.calls, n_iter)
+
+
+def _step(call, co: RKCoefficients, y, k0, tau0, tau1, h_tau, hu):
+    """One explicit Runge-Kutta step of every sample: ``(y1, K)``, ``K`` as ``[S, B * N]``."""
+    batch, numel = y.shape
+    K = y.new_zeros((co.stages, batch * numel))
+    K[0] = k0.reshape(-1)
+    yi = y
+    for i in range(1, co.stages):
+        yi = torch.addcmul(y, hu, torch.mv(K.T, co.a[i]).view(batch, numel))
+        t_i = tau1 if co.c[i] == 1.0 else tau0 + co.c[i] * h_tau
+        K[i] = call(t_i, yi).reshape(-1)
+    y1 = yi if co.fsal else torch.addcmul(y, hu, torch.mv(K.T, co.b).view(batch, numel))
+    return y1, K
+
+
+def _event_loop(field, y0, inputs, co, opts, steps, observer, sign) -> SampleRun:
+    """The unending grids of an event solve (see :func:`integrate_fixed_grid_per_sample`): one
+    host synchronisation per step, the "any sample still running" test."""
+    batch, numel = inputs.batch, inputs.numel
+    start = inputs.taus[:, :1]
+    h = steps[:, None]
+    shape, t_shape = field.shape, field.t_shape
+
+    def call(tau, y):
+        return field((tau * sign).view(t_shape), y.view(shape)).reshape(batch, numel)
+
+    y = y0.reshape(batch, numel)
+    status = torch.zeros(batch, dtype=torch.int8, device=y.device)
+    alive = torch.ones((batch, 1), dtype=torch.bool, device=y.device)
+    taken = torch.zeros(batch, dtype=torch.long, device=y.device)
+    tau_fail, h_fail = start.clone(), h.clone()
+    y_report = y
+    k0 = call(start, y)
+    steps_done = 0
+    for k in range(opts.max_num_steps):
+        tau0, tau1 = start + k * h, start + (k + 1) * h  # node.fixed_grid's grid points
+        h_tau = h * alive  # stopped samples take steps of size 0
+        hu = (h_tau * sign).to(y.dtype)
+        y1, K = _step(call, co, y, k0, tau0, tau1, h_tau, hu)
+        k1 = K[co.stages - 1].view(batch, numel) if co.reuse_last else call(tau1, y1)
+        bad = alive & ~torch.isfinite(y1).all(dim=1, keepdim=True)
+        ok = alive & ~bad
+        taken += alive.view(-1)
+        tau_fail = torch.where(bad, tau0, tau_fail)
+        y_report = torch.where(bad, y1, y_report)
+        status = torch.where(bad.view(-1), _NON_FINITE, status).to(torch.int8)
+        fired = observer(tau0, torch.where(alive, tau1, tau0), h_tau, y, y1, None, ok, f0=k0,
+                         f1=k1)
+        y = torch.where(ok, y1, y)
+        k0 = torch.where(ok, k1, 0.0)
+        alive = ok & ~fired
+        steps_done = k + 1
+        if not bool(alive.any()):
+            break
+    else:
+        status = torch.where(alive.view(-1), _MAX_STEPS, status).to(torch.int8)
+        tau_fail = torch.where(alive, start + steps_done * h, tau_fail)
+    y_final = torch.where(status.view(-1, 1) == _NON_FINITE, y_report, y)
+    ys = torch.cat([y0.reshape(1, -1), torch.full_like(y0.reshape(1, -1), math.nan)])
+    return SampleRun(ys, status, torch.where(status == 0, math.inf, tau_fail.view(-1)),
+                     h_fail.view(-1), y_final, k0, taken, taken.clone(), taken * co.stages,
+                     field.calls, steps_done)

@@ -329,3 +329,59 @@ def test_odeint_with_event_fn_takes_per_sample():
     assert sol.shape == (2, 2, 2)
     with pytest.raises(ValueError, match=r"1-D t of two times, not a \[B, T\] t"):
         node.odeint(FreeFall(), y0, torch.zeros(2, 2, dtype=F64), event_fn=height)
+
+
+# ------------------------------------------------------------------------ fixed grids
+
+
+@pytest.mark.parametrize("interp", ["linear", "cubic"])
+@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
+def test_fixed_grid_events_match_solves_alone(method, interp):
+    # Every sample on its grid k * step_size, located on the grid's interpolant, as alone.
+    field = DampedPendulum(0.3)
+    rows = torch.tensor([[0.5, 0.0], [1.7, 0.0], [2.6, 0.3]], dtype=F64)
+    y0 = rows.clone().requires_grad_(True)
+    options = {"step_size": 0.05, "interp": interp}
+    event_t, sol = per_sample_event(field, y0, event_fn=height, method=method, options=options)
+    for b in range(3):
+        g_y0, g_k = torch.autograd.grad(event_t[b], (y0, field.k), retain_graph=True)
+        field_b = DampedPendulum(0.3)
+        y0_b = rows[b].clone().requires_grad_(True)
+        t_b, sol_b = node.odeint_event(field_b, y0_b, 0.0, event_fn=height, method=method,
+                                       options=options)
+        torch.testing.assert_close(event_t[b].detach(), t_b.detach(), rtol=1e-12, atol=1e-13)
+        torch.testing.assert_close(sol[1, b].detach(), sol_b[1].detach(), rtol=1e-11,
+                                   atol=1e-12)
+        want_y0, want_k = torch.autograd.grad(t_b, (y0_b, field_b.k))
+        torch.testing.assert_close(g_y0[b], want_y0, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(g_k, want_k, rtol=1e-10, atol=1e-12)
+
+
+def test_fixed_grid_events_with_a_step_size_per_sample():
+    # rk4 integrates the quadratic fall exactly and the cubic interpolant reproduces it: the
+    # analytic times whatever each sample's step size; a reverse solve too.
+    h, y0 = drops([1.0, 2.0, 4.5], grad=True)
+    steps = torch.tensor([0.1, 0.03, 0.2], dtype=F64)
+    event_t, _ = per_sample_event(FreeFall(), y0, event_fn=Level(0.25), method="rk4",
+                                  options={"step_size": steps, "interp": "cubic"})
+    expected = torch.sqrt(2 * (h.detach() - 0.25) / G)
+    torch.testing.assert_close(event_t.detach(), expected, rtol=1e-12, atol=1e-12)
+    (dt_dh,) = torch.autograd.grad(event_t.sum(), h)
+    torch.testing.assert_close(dt_dh, 1 / torch.sqrt(2 * G * (h.detach() - 0.25)), rtol=1e-9,
+                               atol=0)
+    back, _ = per_sample_event(FreeFall(), torch.tensor([[0.0, -5.0], [0.5, -5.0]], dtype=F64),
+                               event_fn=Level(1.0), reverse_time=True, method="rk4",
+                               options={"step_size": torch.tensor([0.01, 0.02], dtype=F64),
+                                        "interp": "cubic"})
+    want = [(v0 + math.sqrt(v0**2 - 2 * G * (1.0 - x0))) / G for x0, v0 in ((0, -5), (0.5, -5))]
+    torch.testing.assert_close(back, torch.tensor(want, dtype=F64), rtol=1e-11, atol=1e-12)
+
+
+def test_step_sizes_per_sample_need_per_sample_steps():
+    _, y0 = drops([1.0, 2.0])
+    with pytest.raises(ValueError, match=r"one step size per sample.*gradient='checkpoint'"):
+        per_sample_event(FreeFall(), y0, event_fn=height, method="rk4", gradient="checkpoint",
+                         options={"step_size": torch.tensor([0.1, 0.2], dtype=F64)})
+    with pytest.raises(ValueError, match=r"step_size.*\[2\].*got shape \(3,\)"):
+        per_sample_event(FreeFall(), y0, event_fn=height, method="rk4",
+                         options={"step_size": torch.tensor([0.1, 0.2, 0.3], dtype=F64)})
