@@ -16,7 +16,7 @@ event times and states are returned per sample. With an explicit Runge-Kutta met
 gradients each sample also takes its own steps (:mod:`node.per_sample_events`; ``func`` then
 receives ``t`` of shape ``[batch, 1, ..., 1]``, as in per-sample solves, and ``t0`` may hold one
 start time per sample). Otherwise (checkpoint or adjoint gradients, implicit or multistep
-methods) the samples share the steps of one joint solve, as below.
+methods, complex states) the samples share the steps of one joint solve, as below.
 """
 
 from __future__ import annotations
@@ -164,8 +164,9 @@ def _steps_per_sample(problem: Problem, gradient: str) -> bool:
     """Whether per-sample events take per-sample steps (:mod:`node.per_sample_events`): an
     explicit Runge-Kutta method (adaptive, or on a fixed grid) and direct gradients. The other
     modes and methods locate each sample's event on one joint solve (per-sample steps for
-    them: not yet)."""
-    return gradient == "direct" and isinstance(problem.tableau, ButcherTableau)
+    them: not yet), as do complex states (per-sample solves take real states only)."""
+    return (gradient == "direct" and isinstance(problem.tableau, ButcherTableau)
+            and problem.complex_view is None)
 
 
 def _without_gradients(problem: Problem, locator: EventLocator, t_dtype, per_sample: bool):

@@ -385,3 +385,21 @@ def test_step_sizes_per_sample_need_per_sample_steps():
     with pytest.raises(ValueError, match=r"step_size.*\[2\].*got shape \(3,\)"):
         per_sample_event(FreeFall(), y0, event_fn=height, method="rk4",
                          options={"step_size": torch.tensor([0.1, 0.2, 0.3], dtype=F64)})
+
+
+def test_complex_states_keep_the_joint_steps():
+    # Per-sample solves take real states only: a complex state's events are located on one
+    # joint solve (func receives a scalar t), each sample still stopping at its own event.
+    seen = []
+
+    def rotate(t, z):
+        seen.append(t.dim())
+        return 1j * z
+
+    z0 = torch.tensor([[1.0 + 0.0j], [2.0 + 0.0j]], dtype=torch.complex128)
+    event_t, _ = per_sample_event(rotate, z0, event_fn=lambda t, z: z[:, 0].real - 0.5 * z[:, 0]
+                                  .abs())
+    # Re z = |z| cos t: the level |z| / 2 at t = pi / 3 for both.
+    torch.testing.assert_close(event_t, torch.full((2,), math.pi / 3, dtype=F64), rtol=1e-9,
+                               atol=1e-10)
+    assert set(seen) == {0}
