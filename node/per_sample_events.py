@@ -203,8 +203,8 @@ def solve_per_sample_event(func, y0, t0: torch.Tensor, direction: float, event_f
     ``[2, B, ...]`` the states at the start and at each sample's event.
 
     ``t0``: a scalar or ``[B]`` (each sample's own start); ``direction``: ``+-1.0``;
-    ``tableau``: an explicit Runge-Kutta method with an error estimate. ``options`` already
-    hold the event solve's step budget.
+    ``tableau``: an explicit Runge-Kutta method (adaptive, or on a fixed grid with
+    ``options['step_size']``). ``options`` already hold the event solve's step budget.
     """
     check_func(func)
     check_func(event_fn)
@@ -218,6 +218,10 @@ def solve_per_sample_event(func, y0, t0: torch.Tensor, direction: float, event_f
     starts = t0.detach().reshape(-1, 1).expand(batch, 1)
     t = torch.cat([starts, starts + direction], dim=1)  # the direction, as check_sample_inputs
     inputs = check_sample_inputs(y0, t, rtol, atol)
+    hooks = [n for n in CALLBACK_NAMES if getattr(func, n, None) is not None]
+    if hooks:
+        warnings.warn(f"func's {', '.join(hooks)} are not called by per-sample solves",
+                      UserWarning, stacklevel=4)
     shift = None
     if t0.requires_grad and torch.is_grad_enabled():
         # The gradient with respect to t0: the solve is that of s = t - t0 (func and event_fn
@@ -231,10 +235,6 @@ def solve_per_sample_event(func, y0, t0: torch.Tensor, direction: float, event_f
     else:
         opts = parse_options(options, fixed_grid=False, method=tableau.name)
         _check_options(opts)
-    hooks = [n for n in CALLBACK_NAMES if getattr(func, n, None) is not None]
-    if hooks:
-        warnings.warn(f"func's {', '.join(hooks)} are not called by per-sample solves",
-                      UserWarning, stacklevel=4)
     layout = inputs.layout
     co = coefficients(tableau, layout.dtype, layout.device)
     field = SampleField(func, layout, opts.dtype)
@@ -251,10 +251,9 @@ def solve_per_sample_event(func, y0, t0: torch.Tensor, direction: float, event_f
                                   layout.device)
         run = integrate_per_sample(field, y0, taus, direction, co, opts, errors, observer=watch)
     _raise_if_missed(run, inputs, opts, direction)
-    _, tau_event, comps = watch.locate()
+    theta, tau_event, comps = watch.locate()
     # The state at each event: recomputed at the root (with the graph of the kept step).
-    theta = (tau_event - watch.kept.tau0.view(-1)) / (watch.kept.tau1 - watch.kept.tau0).view(-1)
-    flat = watch.state_at(theta.detach())
+    flat = watch.state_at(theta)
     y_event = flat.view(layout.shapes[0])
     times = (tau_event * direction).to(t0.dtype)
 
