@@ -176,7 +176,7 @@ def odeint(
 
     With ``event_fn``, ``t`` must hold two times of which only ``t[0]`` is used; the solve stops
     where ``event_fn(t, y)`` crosses zero and ``(event_t, ys)`` is returned (see
-    :func:`node.odeint_event`).
+    :func:`node.odeint_event`; with ``per_sample=True`` every sample stops at its own event).
 
     ``per_sample=True`` (or ``t`` of shape ``[B, T]``) solves every sample of the leading batch
     dimension with its own step sizes (see :func:`node.solve`); ``func`` then receives ``t`` of
@@ -196,11 +196,13 @@ def odeint(
             an ``AssertionError``, so code written for torchdiffeq that catches those works.
     """
     if event_fn is not None:
-        if wants_per_sample(per_sample, t):
-            raise ValueError("odeint with event_fn does not take per_sample=True or a [B, T] t "
-                             "(per-sample events: node.odeint_event(..., per_sample=True))")
+        if isinstance(t, torch.Tensor) and t.dim() == 2:
+            raise ValueError("odeint with event_fn takes 1-D t of two times, not a [B, T] t "
+                             "(per-sample start times: node.odeint_event(func, y0, t0 of shape "
+                             "[B], per_sample=True))")
         return solve_until_event(
-            func, y0, t, event_fn=event_fn, rtol=rtol, atol=atol, method=method, options=options
+            func, y0, t, event_fn=event_fn, rtol=rtol, atol=atol, method=method, options=options,
+            per_sample=wants_per_sample(per_sample, t),
         )
     return solve(func, y0, t, method=method, rtol=rtol, atol=atol, options=options,
                  per_sample=per_sample).ys
@@ -272,14 +274,24 @@ def odeint_event(
     (``rtol``, ``atol``, ``method``, ``options``, ``adjoint_*``), and for node's own two
     ``gradient="checkpoint"`` selects the checkpoint mode. With ``per_sample=True`` (node's own
     interfaces only) each sample of the batch (first dimension) stops at its own event and
-    ``event_t`` has shape ``[batch]``.
+    ``event_t`` has shape ``[batch]``. With an explicit Runge-Kutta method and direct gradients
+    (the default) each sample then also takes its own steps, as in per-sample solves (``func``
+    receives ``t`` of shape ``[batch, 1, ..., 1]``), and ``t0`` may be a ``[batch]`` tensor of
+    start times; the checkpoint and adjoint modes and other methods locate every sample's event
+    on one joint solve (``func`` receives a scalar ``t``).
     """
     if not isinstance(t0, torch.Tensor):
         t0 = torch.tensor(float(t0), dtype=torch.float64)
-    if t0.numel() != 1:
-        raise ValueError(f"t0 must be a scalar time, got shape {tuple(t0.shape)}")
+    starts = None
+    if per_sample and t0.dim() == 1 and t0.numel() > 1:
+        starts, t0 = t0, t0[0]  # one start per sample; t0[0] stands for them in the checks
+    elif t0.numel() != 1:
+        raise ValueError(f"t0 must be a scalar time (or, with per_sample=True, one per sample), "
+                         f"got shape {tuple(t0.shape)}")
     t0 = t0.reshape(())
     t = torch.stack([t0, t0.detach() + (-1.0 if reverse_time else 1.0)])
+    if starts is not None:
+        kwargs["starts"] = starts
     if odeint_interface is odeint_adjoint:
         kwargs.setdefault("gradient", "adjoint")
     elif odeint_interface not in (None, odeint):

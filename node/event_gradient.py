@@ -31,8 +31,10 @@ from node.problem import Problem
 class _EventJacobian:
     """What the backward pass needs: ``f`` and the event function at the (detached) events."""
 
-    def __init__(self, problem: Problem, event_fn, times, flat_event, comps, batch, per_sample):
+    def __init__(self, problem: Problem, event_fn, times, flat_event, comps, batch, per_sample,
+                 field=None):
         self.problem = problem
+        self.field_at = field
         self.event_fn = event_fn
         self.times = times.detach() if per_sample else times.detach().reshape(())
         self.flat_event = flat_event.detach()
@@ -42,9 +44,12 @@ class _EventJacobian:
 
     def field(self) -> torch.Tensor:
         """``f(t*, y*)`` as ``[batch, n]``; per sample, ``func`` (which takes a scalar time) is
-        called once per distinct event time and the rows of the samples at that time kept."""
-        f = self.problem.vector_field()
+        called once per distinct event time and the rows of the samples at that time kept
+        (unless the caller gave its own ``field(times, flat_event)``)."""
         y = self.flat_event
+        if self.field_at is not None:
+            return self.field_at(self.times, y).reshape(self.batch, -1)
+        f = self.problem.vector_field()
         if not self.per_sample:
             return f.at(self.times, y).reshape(1, -1)
         rows = y.new_empty(self.batch, y.numel() // self.batch)
@@ -111,18 +116,20 @@ class _EventShift(torch.autograd.Function):
 
 
 def attach_event_gradient(problem: Problem, event_fn, times: torch.Tensor, comps, y_event,
-                          per_sample: bool):
+                          per_sample: bool, field=None):
     """Event time(s) and state(s) carrying implicit-function-theorem gradients.
 
     ``times``: the located event time(s) (``[batch]``, no gradient); ``comps``: the component
     that fired per sample; ``y_event``: the differentiable state at those fixed times (the
-    user's structure, or ``[batch, ...]`` per sample).
+    user's structure, or ``[batch, ...]`` per sample). ``field(times, flat_event)``: ``f`` at
+    the events as ``[batch, n]``, if not ``problem``'s vector field (per-sample solves call
+    ``func`` once with every sample's own time); only ``problem.layout`` is used then.
     """
     layout = problem.layout
     batch = times.numel()
     flat_event = y_event.reshape(-1) if per_sample else layout.flatten(y_event)
     comps = torch.as_tensor(comps, device=layout.device)
-    jac = _EventJacobian(problem, event_fn, times, flat_event, comps, batch, per_sample)
+    jac = _EventJacobian(problem, event_fn, times, flat_event, comps, batch, per_sample, field)
     time_arg = times if per_sample else times.reshape(())
     if not torch.is_grad_enabled():
         return time_arg, y_event

@@ -159,50 +159,12 @@ class EventLocator:
         return bool(self.done.all())
 
     def _root(self, step: _Step, k: int, lo, hi, g_lo, g_hi, active) -> torch.Tensor:
-        """Narrow the brackets ``(lo, hi]`` of component ``k`` (vectorised over samples).
-
-        Invariants: ``g_lo`` has the sign of the start (never zero), ``g_hi`` the other sign or
-        zero; the returned ``hi`` is a fraction of the step where the event has happened.
-        """
+        """Narrow the brackets of component ``k`` within ``step`` (see :func:`narrow`)."""
         h_tau = abs(step.h)
         # As close as the interpolant (in the state's precision) can tell.
         tol = 4 * torch.finfo(step.y0.dtype).eps * max(1.0, abs(step.tau0) + h_tau)
-        tol_theta = tol / h_tau
-        side = torch.zeros_like(lo, dtype=torch.int8)  # which end moved last: 1 lo, -1 hi
-        inf = torch.full_like(lo, math.inf)
-        widths = [inf, inf, hi - lo]  # per sample, at the start of the last three iterations
-        bisect = torch.zeros_like(active)
-        # An exact zero at the bracket's end is usually the root itself (a continuous g): a
-        # probe just before it settles that instead of bisecting towards it. If the probe is
-        # zero as well, g is flat at zero there (a jump to zero): no more probes, bisect.
-        probe = g_hi == 0
-        may_probe = torch.ones_like(active)
-        for _ in range(_ROOT_ITERATIONS):
-            width = float(torch.where(active, hi - lo, 0.0).max())
-            if width <= tol_theta:
-                break
-            mid = (lo + hi) / 2
-            denom = g_hi - g_lo
-            secant = torch.where(denom != 0, (lo * g_hi - hi * g_lo) / denom, mid)
-            outside = (secant <= lo) | (secant >= hi) | ~torch.isfinite(secant)
-            theta = torch.where(bisect | outside, mid, secant)
-            theta = torch.where(probe, torch.clamp(hi - tol_theta, min=lo), theta)
-            g = self._values_at(step, theta)[:, k]
-            may_probe &= ~(probe & (g == 0))
-            past = torch.sign(g) != torch.sign(g_lo)  # the event has happened by theta
-            # Illinois: when the same end is kept twice, halve the value at the other end.
-            g_hi = torch.where(~past & (side == 1), g_hi / 2, g_hi)
-            g_lo = torch.where(past & (side == -1), g_lo / 2, g_lo)
-            lo, g_lo = torch.where(past, lo, theta), torch.where(past, g_lo, g)
-            hi, g_hi = torch.where(past, theta, hi), torch.where(past, g, g_hi)
-            side = torch.where(past, -1, 1).to(torch.int8)
-            probe = may_probe & ~probe & past & (g == 0)
-            # Regula falsi can stall on a one-sided bracket (always so on a step function);
-            # Illinois needs up to three iterations to cross over: bisect when three
-            # iterations together did not halve the bracket.
-            bisect = (hi - lo) > 0.5 * widths[0]
-            widths = [widths[1], widths[2], hi - lo]
-        return hi
+        return narrow(lambda theta: self._values_at(step, theta)[:, k], lo, hi, g_lo, g_hi,
+                      active, tol / h_tau)
 
     def _states_at_fractions(self, step: _Step, thetas: list[float]) -> torch.Tensor:
         """The flat states at fractions ``thetas`` of the step (all samples), ``[N, M]``."""
@@ -236,3 +198,47 @@ class EventLocator:
         t_user = self.problem.direction * (step.tau0 + theta * (step.tau1 - step.tau0))
         t_arg = t_user.to(y.device) if self.per_sample else float(t_user[0])
         return self.values(t_arg, y).double().cpu()
+
+
+def narrow(values, lo, hi, g_lo, g_hi, active, tol_theta) -> torch.Tensor:
+    """Narrow the brackets ``(lo, hi]`` of fractions of a step (vectorised over samples) to
+    ``tol_theta`` (a number, or one per sample); ``values(theta)`` gives the event component's
+    value of every sample at its own fraction ``theta[b]``.
+
+    Invariants: ``g_lo`` has the sign of the start (never zero), ``g_hi`` the other sign or
+    zero; the returned ``hi`` is a fraction of the step where the event has happened.
+    """
+    side = torch.zeros_like(lo, dtype=torch.int8)  # which end moved last: 1 lo, -1 hi
+    inf = torch.full_like(lo, math.inf)
+    widths = [inf, inf, hi - lo]  # per sample, at the start of the last three iterations
+    bisect = torch.zeros_like(active)
+    # An exact zero at the bracket's end is usually the root itself (a continuous g): a
+    # probe just before it settles that instead of bisecting towards it. If the probe is
+    # zero as well, g is flat at zero there (a jump to zero): no more probes, bisect.
+    probe = g_hi == 0
+    may_probe = torch.ones_like(active)
+    for _ in range(_ROOT_ITERATIONS):
+        if not bool((active & (hi - lo > tol_theta)).any()):
+            break
+        mid = (lo + hi) / 2
+        denom = g_hi - g_lo
+        secant = torch.where(denom != 0, (lo * g_hi - hi * g_lo) / denom, mid)
+        outside = (secant <= lo) | (secant >= hi) | ~torch.isfinite(secant)
+        theta = torch.where(bisect | outside, mid, secant)
+        theta = torch.where(probe, torch.clamp(hi - tol_theta, min=lo), theta)
+        g = values(theta)
+        may_probe &= ~(probe & (g == 0))
+        past = torch.sign(g) != torch.sign(g_lo)  # the event has happened by theta
+        # Illinois: when the same end is kept twice, halve the value at the other end.
+        g_hi = torch.where(~past & (side == 1), g_hi / 2, g_hi)
+        g_lo = torch.where(past & (side == -1), g_lo / 2, g_lo)
+        lo, g_lo = torch.where(past, lo, theta), torch.where(past, g_lo, g)
+        hi, g_hi = torch.where(past, theta, hi), torch.where(past, g, g_hi)
+        side = torch.where(past, -1, 1).to(torch.int8)
+        probe = may_probe & ~probe & past & (g == 0)
+        # Regula falsi can stall on a one-sided bracket (always so on a step function);
+        # Illinois needs up to three iterations to cross over: bisect when three
+        # iterations together did not halve the bracket.
+        bisect = (hi - lo) > 0.5 * widths[0]
+        widths = [widths[1], widths[2], hi - lo]
+    return hi

@@ -12,7 +12,11 @@ by the implicit function theorem (:mod:`node.event_gradient`).
 Per-sample events. With ``per_sample=True`` the first dimension of the state is a batch of
 independent problems: each sample stops at its own first event (``event_fn`` then receives ``t``
 of shape ``[batch]`` and must return values of shape ``[batch]`` or ``[batch, k]``), and the
-event times and states are returned per sample.
+event times and states are returned per sample. With an explicit Runge-Kutta method and direct
+gradients each sample also takes its own steps (:mod:`node.per_sample_events`; ``func`` then
+receives ``t`` of shape ``[batch, 1, ..., 1]``, as in per-sample solves, and ``t0`` may hold one
+start time per sample). Otherwise (checkpoint or adjoint gradients, implicit or multistep
+methods, complex states) the samples share the steps of one joint solve, as below.
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ import torch
 from node.complex_state import ComplexView
 from node.event_gradient import attach_event_gradient
 from node.event_location import EventLocator
-from node.gradient_modes import solve_problem
+from node.gradient_modes import check_no_adjoint_arguments, solve_problem
 from node.inputs import check_func
+from node.per_sample_events import solve_per_sample_event
 from node.problem import Problem, make_problem
 from node.scipy_solver import check_no_events
+from node.tableau import ButcherTableau
 
 _EVENT_STEP_BUDGET = 100_000  # default max_num_steps: a solve whose event never comes must end
 
@@ -45,12 +51,14 @@ def solve_until_event(
     options: dict[str, Any] | None = None,
     gradient: str = "direct",
     per_sample: bool = False,
+    starts: torch.Tensor | None = None,
     **adjoint_kwargs,
 ):
     """The event solve behind ``odeint(..., event_fn=...)`` and :func:`node.odeint_event`:
     ``(event_t, ys)``, ``ys`` the states at ``t[0]`` and at ``event_t``.
 
     ``t`` holds two times: ``t[0]`` is the start and the sign of ``t[1] - t[0]`` the direction.
+    ``starts``: per-sample start times ``[B]`` (with ``per_sample``), replacing ``t[0]``.
     A complex state is solved as its real view (:mod:`node.complex_state`).
     """
     check_func(event_fn)
@@ -58,7 +66,7 @@ def solve_until_event(
     view = ComplexView.of(y0)
     if view is None:
         return _solve_real(func, y0, t, event_fn, rtol, atol, method, options, gradient,
-                           per_sample, adjoint_kwargs)
+                           per_sample, starts, adjoint_kwargs)
 
     def real_event_fn(t, y):
         return event_fn(t, view.complex(y))
@@ -68,12 +76,12 @@ def solve_until_event(
             adjoint_kwargs[name] = view.tolerance(adjoint_kwargs[name])
     event_t, ys = _solve_real(view.func(func), view.real(y0), t, real_event_fn,
                               view.tolerance(rtol), view.tolerance(atol), method, options,
-                              gradient, per_sample, adjoint_kwargs)
+                              gradient, per_sample, starts, adjoint_kwargs)
     return event_t, view.complex(ys)
 
 
 def _solve_real(func, y0, t, event_fn, rtol, atol, method, options, gradient, per_sample,
-                adjoint_kwargs):
+                starts, adjoint_kwargs):
     """:func:`solve_until_event` for a real state."""
     if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.numel() != 2:
         got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
@@ -82,7 +90,11 @@ def _solve_real(func, y0, t, event_fn, rtol, atol, method, options, gradient, pe
     user_options = options
     options = dict(options or {})
     options.setdefault("max_num_steps", _EVENT_STEP_BUDGET)
-    problem = make_problem(func, y0, t, method=method, rtol=rtol, atol=atol, options=options)
+    step = options.get("step_size")
+    steps_given = per_sample and isinstance(step, torch.Tensor) and step.numel() > 1
+    # One step size per sample is checked by node.per_sample_fixed_grid; a number stands in.
+    problem = make_problem(func, y0, t, method=method, rtol=rtol, atol=atol,
+                           options=dict(options, step_size=1.0) if steps_given else options)
     if problem.fixed_grid and problem.options.step_size is None:
         given = ", grid_constructor given" if problem.options.grid_constructor else ""
         raise ValueError(
@@ -93,6 +105,18 @@ def _solve_real(func, y0, t, event_fn, rtol, atol, method, options, gradient, pe
         if problem.layout.is_tuple or len(problem.layout.shapes[0]) == 0:
             raise ValueError("per_sample=True needs y0 to be a tensor whose first dimension is "
                              "the batch")
+        if _steps_per_sample(problem, gradient):
+            check_no_adjoint_arguments(gradient, tuple(adjoint_kwargs.values()))
+            return solve_per_sample_event(
+                func, y0, t[0] if starts is None else starts, problem.direction, event_fn,
+                rtol=rtol, atol=atol, tableau=problem.tableau, options=options)
+    if starts is not None or steps_given:
+        what = ("one start time per sample (t0 of shape [B])" if starts is not None else
+                "one step size per sample (options['step_size'] of shape [B])")
+        raise ValueError(
+            f"{what} needs per-sample steps: per_sample=True with an explicit Runge-Kutta "
+            f"method and gradient='direct', got method={problem.tableau.name!r}, "
+            f"gradient={gradient!r}")
     locator = EventLocator(problem, event_fn, per_sample)
     with torch.no_grad():
         locator.run()
@@ -134,6 +158,15 @@ def _solve_real(func, y0, t, event_fn, rtol, atol, method, options, gradient, pe
         return event_t, tuple(torch.stack([a, b]) for a, b in zip(problem.y0, y_event,
                                                                      strict=True))
     return event_t, torch.stack([problem.y0, y_event])
+
+
+def _steps_per_sample(problem: Problem, gradient: str) -> bool:
+    """Whether per-sample events take per-sample steps (:mod:`node.per_sample_events`): an
+    explicit Runge-Kutta method (adaptive, or on a fixed grid) and direct gradients. The other
+    modes and methods locate each sample's event on one joint solve (per-sample steps for
+    them: not yet), as do complex states (per-sample solves take real states only)."""
+    return (gradient == "direct" and isinstance(problem.tableau, ButcherTableau)
+            and problem.complex_view is None)
 
 
 def _without_gradients(problem: Problem, locator: EventLocator, t_dtype, per_sample: bool):

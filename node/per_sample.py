@@ -219,9 +219,15 @@ def integrate_per_sample(
     co: RKCoefficients,
     options: AdaptiveOptions,
     errors: SampleErrorScale,
+    observer=None,
 ) -> SampleRun:
     """Integrate every sample from ``taus[:, 0]`` through its output times ``taus[b]``
-    (``[B, T]`` float64 solver times, increasing rows; ``direction``: ``+-1.0`` or ``[B]``)."""
+    (``[B, T]`` float64 solver times, increasing rows; ``direction``: ``+-1.0`` or ``[B]``).
+
+    ``observer(tau0, tau1, h, y0, y1, K, stepped)``, if given, sees every iteration (solver
+    times and steps ``[B, 1]``, states ``[B, N]``, stages ``[B, S, N]``; ``stepped``: ``[B, 1]``
+    the samples that took an accepted step) and returns ``[B, 1]`` the samples to stop there
+    (successfully: a terminal event, :mod:`node.per_sample_events`)."""
     batch, n_out = taus.shape
     numel = y0.numel() // batch
     device, dtype = y0.device, y0.dtype
@@ -328,9 +334,13 @@ def integrate_per_sample(
                 grow = rp < pre
                 accepted = accepted | at_floor
             tau_next = torch.where(accepted, t1, tau)
-        outputs.record(tau, tau_next, h, y, w.K_bsn if buffered else outputs.stages_view(K),
-                       flags, accepted)
+        K_bsn = w.K_bsn if buffered else outputs.stages_view(K)
+        outputs.record(tau, tau_next, h, y, K_bsn, flags, accepted)
+        y_start = y
         y = torch.where(accepted, y1, y)
+        if observer is not None:
+            stop = observer(tau, tau_next, h, y_start, y, K_bsn, accepted & flags[0])
+            t_stop = torch.where(stop, tau_next, t_stop)
         if reuse:
             if buffered:
                 k0 = torch.where(accepted, rows[last], rows[0], out=rows[0])

@@ -19,7 +19,9 @@ from node.inputs import check_func
 from node.methods import get_tableau
 from node.options import parse_options, uses_fixed_grid
 from node.per_sample import CODES, SampleErrorScale, SampleField, integrate_per_sample
+from node.per_sample_fixed_grid import solve_fixed_grid_per_sample
 from node.per_sample_inputs import check_sample_inputs
+from node.per_sample_tuple import solve_tuple_per_sample
 from node.runge_kutta import coefficients
 from node.solution import Solution
 from node.tableau import ButcherTableau
@@ -56,6 +58,12 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
                      progress, adjoint_args) -> PerSampleSolution:
     """:func:`node.solve` with ``per_sample=True`` (arguments as there, already checked for
     ``gradient``/``on_failure`` names)."""
+    if isinstance(y0, tuple | list):  # solved as one [B, N] state (node.per_sample_tuple)
+        return solve_tuple_per_sample(
+            lambda f, y, t_, r, a: solve_per_sample(
+                f, y, t_, method=method, rtol=r, atol=a, options=options, gradient=gradient,
+                on_failure=on_failure, progress=progress, adjoint_args=adjoint_args),
+            func, y0, t, rtol, atol)
     check_func(func)
     if gradient != "direct":
         raise ValueError(f"per-sample solving (per_sample=True or t of shape [B, T]) supports "
@@ -73,10 +81,9 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
     if not isinstance(tableau, ButcherTableau):
         raise ValueError(f"per_sample=True needs an explicit Runge-Kutta method, got "
                          f"method={getattr(tableau, 'name', method)!r}")
-    if uses_fixed_grid(tableau.adaptive, options):
-        raise ValueError(f"per_sample=True needs an adaptive method (an embedded pair such as "
-                         f"'dopri5'); method {tableau.name!r} runs on a fixed grid here, which "
-                         "per-sample solves do not support yet")
+    if uses_fixed_grid(tableau.adaptive, options):  # each sample on its own grid
+        run, opts = solve_fixed_grid_per_sample(func, y0, inputs, tableau, options)
+        return _finish(run, inputs, opts, on_failure)
     opts = parse_options(options, fixed_grid=False, method=tableau.name)
     _check_options(opts)
     hooks = [n for n in CALLBACK_NAMES if getattr(func, n, None) is not None]

@@ -305,9 +305,12 @@ def test_per_sample_root_finding_stays_superlinear():
             root_calls.append(1)
         return y[:, 0]
 
+    # (the joint solve's location, here in the checkpoint mode: per-sample steps evaluate
+    # every sample at its own time; their root finding: tests/node/test_per_sample_events.py)
     y0 = torch.tensor([[a, 0.0] for a in (0.5, 1.0, 1.7, 2.6)], dtype=F64)
     event_t, _ = node.odeint_event(DampedPendulum(0.3), y0, 0.0, event_fn=events,
-                                   per_sample=True, rtol=1e-10, atol=1e-12)
+                                   per_sample=True, rtol=1e-10, atol=1e-12,
+                                   gradient="checkpoint")
     crossing_steps = len(set(event_t.tolist()))
     assert len(root_calls) <= 12 * crossing_steps, (len(root_calls), crossing_steps)
 
@@ -534,16 +537,19 @@ class CountingFreeFall(FreeFall):
 
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_no_grad_returns_located_states_without_a_second_solve(per_sample):
+    # Per-sample events are checked in the checkpoint mode, which locates them on a joint solve
+    # (direct per-sample events never solve twice: tests/node/test_per_sample_events.py).
     func = CountingFreeFall()
     y0 = torch.tensor([[2.0, 0.0], [1.0, 0.5]], dtype=F64) if per_sample else \
         torch.tensor([2.0, 0.0], dtype=F64)
+    kw = dict(gradient="checkpoint") if per_sample else {}
     with torch.no_grad():
         event_t, sol = node.odeint_event(func, y0, 0.0, event_fn=height, per_sample=per_sample,
-                                         rtol=1e-10, atol=1e-11)
+                                         rtol=1e-10, atol=1e-11, **kw)
     calls_no_grad = func.calls
     func.calls = 0
     event_t2, sol2 = node.odeint_event(func, y0, 0.0, event_fn=height, per_sample=per_sample,
-                                       rtol=1e-10, atol=1e-11)
+                                       rtol=1e-10, atol=1e-11, **kw)
     assert calls_no_grad < func.calls  # the gradient path solves twice
     torch.testing.assert_close(event_t, event_t2.detach(), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(sol, sol2.detach(), rtol=1e-9, atol=1e-9)

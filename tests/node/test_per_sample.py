@@ -294,10 +294,11 @@ def test_gradients_stay_finite_with_a_failed_sample():
     (dict(rtol=torch.full((3,), 1e-6, dtype=F64)), r"rtol.*length 2.*got length 3"),
     (dict(atol=torch.full((5,), 1e-6, dtype=F64)), r"atol.*length 2.*got length 5"),
     (dict(y0=torch.tensor(1.0, dtype=F64)), r"0-d"),
-    (dict(y0=(torch.ones(2, 2, dtype=F64), torch.ones(2, 1, dtype=F64))), r"tuple"),
+    (dict(y0=(torch.ones(2, 2, dtype=F64), torch.ones(3, 1, dtype=F64))),
+     r"tuple y0.*same leading batch"),
     (dict(gradient="adjoint"), r"per_sample=True.*gradient='direct'.*'adjoint'"),
     (dict(gradient="checkpoint"), r"per_sample=True.*gradient='direct'.*'checkpoint'"),
-    (dict(method="rk4"), r"per_sample.*adaptive method.*'rk4'"),
+    (dict(method="rk4", options=dict(perturb=True)), r"\['perturb'\].*per_sample"),
     (dict(options=dict(step_t=[0.5])), r"step_t.*per_sample"),
     (dict(options=dict(controller="pid")), r"controller='pid'.*per_sample"),
 ])
