@@ -278,7 +278,7 @@ def odeint_event(
     (the default) each sample then also takes its own steps, as in per-sample solves (``func``
     receives ``t`` of shape ``[batch, 1, ..., 1]``), and ``t0`` may be a ``[batch]`` tensor of
     start times; the checkpoint and adjoint modes and other methods locate every sample's event
-    on one joint solve (``func`` receives a scalar ``t``).
+    on one joint solve (``func`` still receives ``t`` of shape ``[batch, 1, ..., 1]``).
     """
     if not isinstance(t0, torch.Tensor):
         t0 = torch.tensor(float(t0), dtype=torch.float64)

@@ -16,7 +16,8 @@ event times and states are returned per sample. With an explicit Runge-Kutta met
 gradients each sample also takes its own steps (:mod:`node.per_sample_events`; ``func`` then
 receives ``t`` of shape ``[batch, 1, ..., 1]``, as in per-sample solves, and ``t0`` may hold one
 start time per sample). Otherwise (checkpoint or adjoint gradients, implicit or multistep
-methods, complex states) the samples share the steps of one joint solve, as below.
+methods, complex states) the samples share the steps of one joint solve, as below, and ``func``
+still receives ``t`` of shape ``[batch, 1, ..., 1]`` (:mod:`node.per_sample_times`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from node.event_gradient import attach_event_gradient
 from node.event_location import EventLocator
 from node.gradient_modes import check_no_adjoint_arguments, solve_problem
 from node.inputs import check_func
+from node.methods import get_tableau
 from node.per_sample_events import solve_per_sample_event
+from node.per_sample_times import with_sample_times
 from node.problem import Problem, make_problem
 from node.scipy_solver import check_no_events
 from node.tableau import ButcherTableau
@@ -64,6 +67,10 @@ def solve_until_event(
     check_func(event_fn)
     check_no_events(method)
     view = ComplexView.of(y0)
+    if (per_sample and callable(func) and isinstance(y0, torch.Tensor) and y0.dim() > 0
+            and not _steps_per_sample(get_tableau(method), gradient, view is not None)):
+        # The samples share the steps of one joint solve; func still gets per-sample times.
+        func = with_sample_times(func, y0.shape)
     if view is None:
         return _solve_real(func, y0, t, event_fn, rtol, atol, method, options, gradient,
                            per_sample, starts, adjoint_kwargs)
@@ -105,7 +112,7 @@ def _solve_real(func, y0, t, event_fn, rtol, atol, method, options, gradient, pe
         if problem.layout.is_tuple or len(problem.layout.shapes[0]) == 0:
             raise ValueError("per_sample=True needs y0 to be a tensor whose first dimension is "
                              "the batch")
-        if _steps_per_sample(problem, gradient):
+        if _steps_per_sample(problem.tableau, gradient, problem.complex_view is not None):
             check_no_adjoint_arguments(gradient, tuple(adjoint_kwargs.values()))
             return solve_per_sample_event(
                 func, y0, t[0] if starts is None else starts, problem.direction, event_fn,
@@ -160,13 +167,13 @@ def _solve_real(func, y0, t, event_fn, rtol, atol, method, options, gradient, pe
     return event_t, torch.stack([problem.y0, y_event])
 
 
-def _steps_per_sample(problem: Problem, gradient: str) -> bool:
+def _steps_per_sample(tableau, gradient: str, complex_state: bool) -> bool:
     """Whether per-sample events take per-sample steps (:mod:`node.per_sample_events`): an
     explicit Runge-Kutta method (adaptive, or on a fixed grid) and direct gradients. The other
     modes and methods locate each sample's event on one joint solve (per-sample steps for
-    them: not yet), as do complex states (per-sample solves take real states only)."""
-    return (gradient == "direct" and isinstance(problem.tableau, ButcherTableau)
-            and problem.complex_view is None)
+    them: not yet), as do complex states (per-sample solves take real states only); ``func``
+    gets per-sample times ``[B, 1, ..., 1]`` either way (:mod:`node.per_sample_times`)."""
+    return gradient == "direct" and isinstance(tableau, ButcherTableau) and not complex_state
 
 
 def _without_gradients(problem: Problem, locator: EventLocator, t_dtype, per_sample: bool):

@@ -389,11 +389,12 @@ def test_step_sizes_per_sample_need_per_sample_steps():
 
 def test_complex_states_keep_the_joint_steps():
     # Per-sample solves take real states only: a complex state's events are located on one
-    # joint solve (func receives a scalar t), each sample still stopping at its own event.
+    # joint solve, each sample still stopping at its own event; func still receives the
+    # per-sample times [B, 1] (one convention for func whichever path runs).
     seen = []
 
     def rotate(t, z):
-        seen.append(t.dim())
+        seen.append(tuple(t.shape))
         return 1j * z
 
     z0 = torch.tensor([[1.0 + 0.0j], [2.0 + 0.0j]], dtype=torch.complex128)
@@ -402,4 +403,43 @@ def test_complex_states_keep_the_joint_steps():
     # Re z = |z| cos t: the level |z| / 2 at t = pi / 3 for both.
     torch.testing.assert_close(event_t, torch.full((2,), math.pi / 3, dtype=F64), rtol=1e-9,
                                atol=1e-10)
-    assert set(seen) == {0}
+    assert set(seen) == {(2, 1)}
+
+
+class _TimeShapes(nn.Module):
+    """A field recording the shapes of the times it receives."""
+
+    def __init__(self, field: nn.Module) -> None:
+        super().__init__()
+        self.field = field
+        self.shapes: set[tuple[int, ...]] = set()
+
+    def forward(self, t, y):
+        self.shapes.add(tuple(t.shape))
+        return self.field(t, y)
+
+
+@pytest.mark.parametrize("gradient, method", [("checkpoint", "dopri5"), ("adjoint", "dopri5"),
+                                              ("direct", "kvaerno5")])
+def test_joint_fallback_gives_func_per_sample_times(gradient, method):
+    # The joint fallback (other gradient modes, implicit methods) keeps func's convention of the
+    # per-sample path, t of shape [B, 1], and the event times and their gradients agree with it.
+    y0 = torch.tensor([[0.5, 0.0], [1.0, 0.0], [1.5, 0.2]], dtype=F64)
+
+    def level(t, y):
+        return y[..., 0] - 0.1
+
+    def times(gradient, method):
+        field = _TimeShapes(DampedPendulum())
+        start = y0.clone().requires_grad_()
+        event_t, _ = per_sample_event(field, start, event_fn=level, gradient=gradient,
+                                      method=method, rtol=1e-9, atol=1e-11)
+        (grad,) = torch.autograd.grad(event_t.sum(), start)
+        return event_t.detach(), grad, field.shapes
+
+    ref_t, ref_grad, ref_shapes = times("direct", "dopri5")
+    event_t, grad, shapes = times(gradient, method)
+    assert ref_shapes == {(3, 1)}
+    assert shapes == {(3, 1)}
+    torch.testing.assert_close(event_t, ref_t, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-6)
