@@ -219,9 +219,12 @@ def integrate_per_sample(
     co: RKCoefficients,
     options: AdaptiveOptions,
     errors: SampleErrorScale,
+    tape=None,
 ) -> SampleRun:
     """Integrate every sample from ``taus[:, 0]`` through its output times ``taus[b]``
-    (``[B, T]`` float64 solver times, increasing rows; ``direction``: ``+-1.0`` or ``[B]``)."""
+    (``[B, T]`` float64 solver times, increasing rows; ``direction``: ``+-1.0`` or ``[B]``).
+    ``tape``: an object whose ``record(tau0, tau1, h, y, k0, taken)`` gets every iteration
+    (:class:`node.per_sample_checkpoint.SampleTape`)."""
     batch, n_out = taus.shape
     numel = y0.numel() // batch
     device, dtype = y0.device, y0.dtype
@@ -328,6 +331,8 @@ def integrate_per_sample(
                 grow = rp < pre
                 accepted = accepted | at_floor
             tau_next = torch.where(accepted, t1, tau)
+        if tape is not None:
+            tape.record(tau, tau_next, h, y, k0, flags[0] & accepted)
         outputs.record(tau, tau_next, h, y, w.K_bsn if buffered else outputs.stages_view(K),
                        flags, accepted)
         y = torch.where(accepted, y1, y)

@@ -15,13 +15,17 @@ import torch
 
 from node.callbacks import _NAMES as CALLBACK_NAMES
 from node.errors import SolverError, Status
+from node.gradient_modes import check_no_adjoint_arguments
 from node.inputs import check_func
 from node.methods import get_tableau
 from node.options import parse_options, uses_fixed_grid
 from node.per_sample import CODES, SampleErrorScale, SampleField, integrate_per_sample
-from node.per_sample_inputs import check_sample_inputs
+from node.per_sample_adjoint import integrate_adjoint
+from node.per_sample_checkpoint import integrate_checkpointed
+from node.per_sample_inputs import _sample_tolerance, check_sample_inputs
 from node.runge_kutta import coefficients
 from node.solution import Solution
+from node.state import check_not_both_zero
 from node.tableau import ButcherTableau
 
 _LISTED = 10  # failing samples named in a message
@@ -57,12 +61,8 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
     """:func:`node.solve` with ``per_sample=True`` (arguments as there, already checked for
     ``gradient``/``on_failure`` names)."""
     check_func(func)
-    if gradient != "direct":
-        raise ValueError(f"per-sample solving (per_sample=True or t of shape [B, T]) supports "
-                         f"gradient='direct' only (so far), got gradient={gradient!r}")
-    if any(a is not None for a in adjoint_args):
-        raise ValueError("adjoint_* arguments need gradient='adjoint', which per_sample=True "
-                         "does not support yet")
+    if gradient != "adjoint":
+        check_no_adjoint_arguments(gradient, adjoint_args)
     if progress:
         raise ValueError("progress is not supported with per_sample=True (yet)")
     inputs = check_sample_inputs(y0, t, rtol, atol)
@@ -70,13 +70,7 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
         raise ValueError("per_sample=True does not differentiate with respect to t (yet); got t "
                          "with requires_grad=True (pass t.detach())")
     tableau = get_tableau(method)
-    if not isinstance(tableau, ButcherTableau):
-        raise ValueError(f"per_sample=True needs an explicit Runge-Kutta method, got "
-                         f"method={getattr(tableau, 'name', method)!r}")
-    if uses_fixed_grid(tableau.adaptive, options):
-        raise ValueError(f"per_sample=True needs an adaptive method (an embedded pair such as "
-                         f"'dopri5'); method {tableau.name!r} runs on a fixed grid here, which "
-                         "per-sample solves do not support yet")
+    _explicit_adaptive(tableau, options, "method", method)
     opts = parse_options(options, fixed_grid=False, method=tableau.name)
     _check_options(opts)
     hooks = [n for n in CALLBACK_NAMES if getattr(func, n, None) is not None]
@@ -88,8 +82,64 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
     errors = SampleErrorScale(inputs.rtol, inputs.atol, inputs.batch, inputs.numel,
                               layout.dtype, layout.device)
     f = SampleField(func, layout, opts.dtype)
-    run = integrate_per_sample(f, y0, inputs.taus, inputs.direction, co, opts, errors)
-    return _finish(run, inputs, opts, on_failure)
+    job = None
+    if gradient == "adjoint":
+        backward = _backward_solve(tableau, options, inputs, adjoint_args)
+        run, job = integrate_adjoint(func, f, y0, inputs, (co, opts, errors), backward,
+                                     adjoint_args[0])
+    elif gradient == "checkpoint" and torch.is_grad_enabled():
+        run, job = integrate_checkpointed(func, f, y0, inputs.taus, inputs.direction, co, opts,
+                                          errors)
+    else:
+        run = integrate_per_sample(f, y0, inputs.taus, inputs.direction, co, opts, errors)
+    solution = _finish(run, inputs, opts, on_failure)
+    if job is not None:
+        job.stats = solution.stats  # the backward pass adds its statistics there
+    return solution
+
+
+def _explicit_adaptive(tableau, options, argument: str, name) -> None:
+    if not isinstance(tableau, ButcherTableau):
+        raise ValueError(f"per_sample=True needs an explicit Runge-Kutta method, got "
+                         f"{argument}={getattr(tableau, 'name', name)!r}")
+    if uses_fixed_grid(tableau.adaptive, options):
+        raise ValueError(f"per_sample=True needs an adaptive method (an embedded pair such as "
+                         f"'dopri5'); {argument}={tableau.name!r} runs on a fixed grid here, "
+                         "which per-sample solves do not support yet")
+
+
+def _backward_solve(tableau, options, inputs, adjoint_args):
+    """The backward solve's coefficients, options and error scale of a per-sample adjoint:
+    ``adjoint_method``/``adjoint_options``/``adjoint_rtol``/``adjoint_atol`` default to the
+    forward's (``adjoint_options`` to ``{}`` when the method differs)."""
+    _, rtol, atol, method, back_options = adjoint_args
+    if method is not None:
+        back_tableau = get_tableau(method)
+        _explicit_adaptive(back_tableau, back_options or {}, "adjoint_method", method)
+    else:
+        back_tableau = tableau
+    if back_options is None:
+        back_options = dict(options or {}) if back_tableau.name == tableau.name else {}
+    elif not isinstance(back_options, dict):
+        raise TypeError(f"adjoint_options must be a dict or None, got "
+                        f"{type(back_options).__name__}")
+    back_options = dict(back_options)
+    norm = back_options.pop("norm", None)
+    if norm not in (None, "seminorm"):
+        raise ValueError(f"adjoint_options['norm'] with per_sample=True must be None or "
+                         f"'seminorm' (the parameter adjoint is never in a per-sample error "
+                         f"test), got {norm!r}")
+    opts = parse_options(back_options, fixed_grid=False, method=back_tableau.name)
+    _check_options(opts)
+    layout = inputs.layout
+    y0 = torch.empty(layout.shapes[0], dtype=layout.dtype, device=layout.device)
+    rtol = inputs.rtol if rtol is None else _sample_tolerance("adjoint_rtol", rtol, y0, layout)
+    atol = inputs.atol if atol is None else _sample_tolerance("adjoint_atol", atol, y0, layout)
+    check_not_both_zero(rtol, atol, rtol, atol)
+    co = coefficients(back_tableau, layout.dtype, layout.device)
+    errors = SampleErrorScale(rtol, atol, inputs.batch, inputs.numel, layout.dtype,
+                              layout.device)
+    return co, opts, errors
 
 
 def _check_options(opts) -> None:
