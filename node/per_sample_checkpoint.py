@@ -95,7 +95,7 @@ class SampleReplay:
 
     def __init__(self, field: SampleField, co: RKCoefficients, taus: torch.Tensor,
                  direction) -> None:
-        self.field, self.co, self.taus = field, co, taus
+        self.field, self.co, self.taus = field, co, taus.contiguous()
         self.batch, self.n_out = taus.shape
         self.forward = isinstance(direction, float) and direction == 1.0
         self.sign = direction if isinstance(direction, float) else direction[:, None]
