@@ -103,6 +103,21 @@ class SampleAdjoint:
         return a, param_gradients(loop.a_p, self.params)
 
 
+class _Stages:
+    """The stage matrix of the augmented state, ``[S, B, 2N]``, written in place, with every
+    view the stages use made once (a view costs a dispatch too)."""
+
+    def __init__(self, z: torch.Tensor, co: RKCoefficients, params: bool) -> None:
+        stages, (batch, n2) = co.stages, z.shape
+        self.K = z.new_zeros((stages, batch, n2))
+        Kt = self.K.view(stages, -1).T
+        self.kt = [Kt[:, :i] for i in range(stages)] + [Kt]  # kt[-1]: all stages
+        self.a = [None] + [co.a[i][:i] for i in range(1, stages)]
+        self.ky = [self.K[i, :, : n2 // 2] for i in range(stages)]
+        self.ka = [self.K[i, :, n2 // 2 :] for i in range(stages)]
+        self.owed = [params and b != 0.0 for b in co.b.tolist()]
+
+
 class _BackwardLoop:
     def __init__(self, solver: SampleAdjoint, ys3, g3, a_p) -> None:
         self.solver = solver
@@ -120,6 +135,7 @@ class _BackwardLoop:
         n_out, batch, numel = ys3.shape
         device, dtype = ys3.device, ys3.dtype
         cols = torch.arange(batch, device=device)
+        ys_rows, g_rows = ys3.reshape(-1, numel), g3.reshape(-1, numel)  # row j * B + b
         # Backward solver time sigma = -tau increases; the user's time is t = back * sigma.
         sigmas = -inputs.taus  # [B, T]
         back = -inputs.direction if isinstance(inputs.direction, float) else \
@@ -127,7 +143,8 @@ class _BackwardLoop:
         j = torch.full((batch,), n_out - 2, dtype=torch.long, device=device)  # next output
         sigma = sigmas[:, -1:].clone()
         target = sigmas[:, -2:-1].clone()
-        y, a = ys3[-1].clone(), g3[-1].clone()
+        # The augmented state z = [y, a], [B, 2N].
+        z = torch.cat([ys3[-1], g3[-1]], 1)
         h = solver.last_h if opts.first_step is None else torch.full_like(sigma, opts.first_step)
         h = torch.where(h > 0, h, target - sigma)
         h = h.clamp(opts.min_step, opts.max_step)
@@ -136,6 +153,8 @@ class _BackwardLoop:
         b_weights = co.b.tolist()
         exponent, safety = -1.0 / co.order, opts.safety
         forced = opts.min_step > 0
+        K = _Stages(z, co, bool(solver.params))
+        rms = 1.0 / math.sqrt(numel)
         while True:
             if self.iterations >= opts.max_num_steps:
                 self._fail(Status.MAX_STEPS, active, sigma, h, back,
@@ -145,24 +164,28 @@ class _BackwardLoop:
             step = torch.where(land, distance, h)
             times = torch.addcmul(sigma, c_col, step) * back  # [S, B, 1] user times
             hs = (step * back).to(dtype)
-            y1, a1, err_y, err_a, graphs = self._stages(times, hs, y, a, co)
-            ratio = torch.maximum(
-                errors.rms(err_y / errors.scale(torch.maximum(y.abs(), y1.abs()))),
-                errors.rms(err_a / errors.scale(torch.maximum(a.abs(), a1.abs()))))[:, None]
+            z1, graphs = self._stages(times, hs, z, K, co)
+            # max(RMS(e_y / scale_y), RMS(e_a / scale_a)) of every sample
+            err = hs * torch.mv(K.kt[-1], co.b_error).view(batch, -1)
+            err /= errors.scale(torch.maximum(z.abs(), z1.abs()))
+            ratio = torch.linalg.vector_norm(err.view(batch, 2, numel), dim=2).amax(1,
+                                                                                    keepdim=True)
+            ratio = ratio.double() * rms
             accepted = ratio <= 1.0
             if forced:
                 accepted |= (step <= opts.min_step) & torch.isfinite(ratio)
             taken = accepted & active
             self.n_steps += active.view(-1)
-            if graphs and bool(taken.any()):
+            if graphs:
                 self._parameter_products(graphs, hs * taken, b_weights)
             landed = taken & land
-            y = torch.where(taken, y1, y)
-            a = torch.where(taken, a1, a)
+            z = torch.where(taken, z1, z)
             sigma = torch.where(landed, target, torch.where(taken, sigma + step, sigma))
             # At an output time: y back to the forward value, a jumps by dL/dy there.
-            y = torch.where(landed, ys3[j, cols], y)
-            a = torch.where(landed, a + g3[j, cols], a)
+            rows = j * batch + cols
+            jump = torch.cat([ys_rows.index_select(0, rows),
+                              z[:, numel:] + g_rows.index_select(0, rows)], 1)
+            z = torch.where(landed, jump, z)
             j = j - landed.view(-1).long()
             active = active & (j >= 0)[:, None]
             j = j.clamp_min(0)
@@ -183,43 +206,41 @@ class _BackwardLoop:
                     else Status.STEP_TOO_SMALL
                 self._fail(code, small, sigma, h, back, "the step size underflows")
             if not counts[0]:
-                return a
+                return z[:, numel:]
 
-    def _stages(self, times, hs, y, a, co: RKCoefficients):
-        """One step of the augmented system ``[y, a]`` for all samples: its end, its error
-        estimates (``e = hs * sum_i b_err_i k_i``), and the stage graphs whose parameter
-        products the step still owes (``(j, f_j, a_j)`` for stages with ``b_j != 0``)."""
-        field, params = self.field, self.solver.params
+    def _stages(self, times, hs, z, K: _Stages, co: RKCoefficients):
+        """One step of the augmented system ``z = [y, a]`` for all samples: its end (the
+        stages in ``K``), and the stage graphs whose parameter products the step still owes
+        (``(j, f_j, a_j)`` for stages with ``b_j != 0``)."""
+        field = self.field
         shape, t_shape = field.shape, field.t_shape
-        batch, numel = y.shape
-        b = co.b.tolist()
-        ks_y, ks_a, graphs = [], [], []
-        yi, ai = y, a
+        batch, n2 = z.shape
+        numel = n2 // 2
+        times = times.view(co.stages, *t_shape).unbind(0)
+        graphs = []
+        zi = z
         for i in range(co.stages):
             if i:
-                row = co.a[i][:i]
-                yi = torch.addcmul(y, hs, torch.stack(ks_y, -1) @ row)
-                ai = torch.addcmul(a, hs, torch.stack(ks_a, -1) @ row)
-            owed = bool(params) and b[i] != 0.0
+                zi = torch.addcmul(z, hs, torch.mv(K.kt[i], K.a[i]).view(batch, n2))
+            ai = zi[:, numel:]
+            owed = K.owed[i]
             with torch.enable_grad():
-                yv = yi.detach().requires_grad_(True)
-                fy = field(times[i].view(t_shape), yv.view(shape)).reshape(batch, numel)
+                yv = zi[:, :numel].contiguous().requires_grad_(True)
+                fy = field(times[i], yv.view(shape)).reshape(batch, numel)
                 grad = None
                 if fy.requires_grad:
                     (grad,) = torch.autograd.grad(fy, yv, ai, retain_graph=owed,
                                                   allow_unused=True)
-            ks_y.append(fy.detach())
-            ks_a.append(torch.zeros_like(ai) if grad is None else grad.neg())
+            K.ky[i].copy_(fy.detach())
+            if grad is None:
+                K.ka[i].zero_()
+            else:
+                torch.neg(grad, out=K.ka[i])
             if owed and fy.requires_grad:
                 graphs.append((i, fy, ai))
         if co.fsal:
-            y1, a1 = yi, ai
-        else:
-            y1 = torch.addcmul(y, hs, torch.stack(ks_y, -1) @ co.b)
-            a1 = torch.addcmul(a, hs, torch.stack(ks_a, -1) @ co.b)
-        err_y = hs * (torch.stack(ks_y, -1) @ co.b_error)
-        err_a = hs * (torch.stack(ks_a, -1) @ co.b_error)
-        return y1, a1, err_y, err_a, graphs
+            return zi, graphs
+        return torch.addcmul(z, hs, torch.mv(K.kt[-1], co.b).view(batch, n2)), graphs
 
     def _parameter_products(self, graphs, hs_taken, b) -> None:
         """``a_p += sum_j sum_b -hs_b b_j a_bj^T df/dp`` over the accepted samples' stages."""

@@ -137,8 +137,13 @@ def _backward_solve(tableau, options, inputs, adjoint_args):
     atol = inputs.atol if atol is None else _sample_tolerance("adjoint_atol", atol, y0, layout)
     check_not_both_zero(rtol, atol, rtol, atol)
     co = coefficients(back_tableau, layout.dtype, layout.device)
-    errors = SampleErrorScale(rtol, atol, inputs.batch, inputs.numel, layout.dtype,
-                              layout.device)
+
+    def doubled(tol):  # the tolerance of [y, a], [B, 2N]
+        return torch.cat([tol, tol], 1) if isinstance(tol, torch.Tensor) and tol.shape[1] > 1 \
+            else tol
+
+    errors = SampleErrorScale(doubled(rtol), doubled(atol), inputs.batch, 2 * inputs.numel,
+                              layout.dtype, layout.device)
     return co, opts, errors
 
 
