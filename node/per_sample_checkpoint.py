@@ -104,7 +104,6 @@ class SampleReplay:
         polys = dense_polynomials(co.tableau)
         self.polys_t = torch.tensor(polys, dtype=torch.float64, device=device).T
         self.cols = torch.arange(self.batch, device=device)[:, None]
-        self.a = [None] + [co.a[i][:i] for i in range(1, co.stages)]
 
     def step(self, tau0, h, real, y, k0):
         """``(y1, K)`` (``[B, N]``, ``[B, S, N]``) of one batched step from ``y`` (``k0=None``:
@@ -117,15 +116,18 @@ class SampleReplay:
         hs = (h if self.forward else h * self.sign).to(y.dtype)
         shape, t_shape = field.shape, field.t_shape
         if k0 is None:
-            k0 = field(times[0].view(t_shape), y.view(shape)).reshape(batch, numel)
-        ks = [k0]
+            k0 = field(times[0].view(t_shape), y.view(shape))
+        # As the forward loop with a graph: a zero stage matrix whose rows are written in
+        # place (recorded by autograd), so each stage input is one mv with the padded a_i.
+        K = y.new_zeros((co.stages, batch * numel))
+        K[0] = k0.reshape(-1)
+        Kt = K.T
         yi = y
         for i in range(1, co.stages):
-            inc = torch.stack(ks, -1) @ self.a[i]
-            yi = torch.addcmul(y, hs, inc)
-            ks.append(field(times[i].view(t_shape), yi.view(shape)).reshape(batch, numel))
-        K = torch.stack(ks, 1)
-        y1 = yi if co.fsal else torch.addcmul(y, hs, (K.transpose(1, 2) @ co.b))
+            yi = torch.addcmul(y, hs, torch.mv(Kt, co.a[i]).view(batch, numel))
+            K[i] = field(times[i].view(t_shape), yi.view(shape)).reshape(-1)
+        y1 = yi if co.fsal else torch.addcmul(y, hs, torch.mv(Kt, co.b).view(batch, numel))
+        K = K.view(co.stages, batch, numel).transpose(0, 1)  # [B, S, N]
         # A padding step has h = 0 and so returns y, unless func is not finite there (a failed
         # sample's last state): where() keeps that out of the values and the gradients.
         return torch.where(real, y1, y), K
