@@ -1,5 +1,8 @@
 """``solve(..., per_sample=True)``: checks, the per-sample loop, and the per-sample result.
 
+Gradient modes: ``"direct"`` (autograd through the loop), ``"checkpoint"``
+(:mod:`node.per_sample_checkpoint`) and ``"adjoint"`` (:mod:`node.per_sample_adjoint`).
+
 A failing sample is frozen and the others go on (:mod:`node.per_sample`); at the end
 ``on_failure="raise"`` raises one :class:`~node.SolverError` naming every failing sample, its
 time and cause, and ``"return"`` returns the :class:`PerSampleSolution` with NaN at the output
@@ -40,7 +43,11 @@ class PerSampleSolution(Solution):
         ts: ``t`` as given (``[T]`` or ``[B, T]``).
         stats: ``nfe``, ``n_steps``, ``n_accepted``, ``n_rejected`` as ``[B]`` tensors (the
             work each sample took part in, as if solved alone), plus ``n_calls`` (batched
-            ``func`` calls) and ``n_iterations`` (loop iterations) as ints.
+            ``func`` calls) and ``n_iterations`` (loop iterations) as ints. After a backward
+            pass in the checkpoint or adjoint mode: ``n_calls_backward`` (batched ``func``
+            calls, each with its vector-Jacobian product), and for the adjoint
+            ``n_steps_backward`` (``[B]``, each sample's attempts) and
+            ``n_iterations_backward``.
         status: ``SUCCESS`` if every sample succeeded, else the status of the first that failed.
         sample_status: one :class:`~node.Status` per sample.
         sample_t: ``[B]`` the time each sample reached (its last output time on success).
@@ -119,6 +126,10 @@ def _backward_solve(tableau, options, inputs, adjoint_args):
     else:
         back_tableau = tableau
     if back_options is None:
+        if back_tableau.name != tableau.name and options is not None:
+            raise ValueError(f"adjoint_options must be given when adjoint_method "
+                             f"({back_tableau.name!r}) differs from method ({tableau.name!r}) "
+                             "and options are given")
         back_options = dict(options or {}) if back_tableau.name == tableau.name else {}
     elif not isinstance(back_options, dict):
         raise TypeError(f"adjoint_options must be a dict or None, got "

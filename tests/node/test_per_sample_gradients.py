@@ -286,3 +286,12 @@ def test_odeint_adjoint_with_events_refuses_per_sample():
         node.odeint_adjoint(torch.nn.Linear(1, 1).double(), torch.ones(2, 1, dtype=F64),
                             torch.tensor([0.0, 1.0], dtype=F64), per_sample=True,
                             event_fn=lambda t, y: y.sum())
+
+
+def test_adjoint_options_needed_for_another_method_with_options():
+    func = torch.nn.Linear(2, 2).double()
+    with pytest.raises(ValueError, match=r"adjoint_options must be given.*'dopri8'.*'dopri5'"):
+        node.solve(lambda tt, y: func(y), torch.ones(2, 2, dtype=F64),
+                   torch.linspace(0, 1, 3, dtype=F64), per_sample=True, gradient="adjoint",
+                   adjoint_params=tuple(func.parameters()), adjoint_method="dopri8",
+                   options=dict(max_num_steps=100))
