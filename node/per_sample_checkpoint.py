@@ -17,9 +17,10 @@ where the outputs inside step ``m`` (sample ``b``'s output times in ``(tau0, tau
 interpolated again as the forward pass did (:func:`node.per_sample_outputs.dense_values`).
 The first step evaluates its first stage itself, so that its dependence on ``y0`` is
 differentiated. Parameters are those of ``func`` when it is an ``nn.Module`` and ``func``'s
-graph reaches no other leaf; otherwise (a closure over a tensor), and for gradients of
-gradients, the replay runs forward through all steps in one graph (each step under
-:func:`torch.utils.checkpoint.checkpoint` in the first case).
+graph reaches no other leaf (rebound by name in the replay under
+``torch.func.functional_call``, as in :mod:`node.checkpoint`); otherwise (a closure over a
+tensor), and for gradients of gradients, the replay runs forward through all steps in one
+graph (each step under :func:`torch.utils.checkpoint.checkpoint` in the first case).
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ from dataclasses import dataclass
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from node.checkpoint import _CompensatedSum, _module_parameters, _reaches_other_leaves
+from node.checkpoint import (
+    _CompensatedSum,
+    _module_parameters,
+    _reaches_other_leaves,
+    parameters_bound,
+)
 from node.interpolation import dense_polynomials
 from node.per_sample import SampleErrorScale, SampleField, SampleRun, integrate_per_sample
 from node.per_sample_outputs import dense_values
@@ -194,6 +200,8 @@ class _Job:
     options: object
     errors: SampleErrorScale
     replay: SampleReplay
+    module: torch.nn.Module | None = None
+    param_names: list[str] | None = None
     run: SampleRun | None = None
     steps: TapedSteps | None = None
     stats: dict | None = None  # the solution's statistics, for ``n_calls_backward``
@@ -225,16 +233,17 @@ class _TapedSolve(torch.autograd.Function):
         job: _Job = ctx.job
         y0, *params = ctx.saved_tensors
         before = job.field.calls
-        if torch.is_grad_enabled():  # gradients of gradients: one differentiable graph
-            with torch.enable_grad():
-                ys = job.replay.whole(job.steps, y0.reshape(job.run.y.shape), False)
-                inputs = [y0, *params]
-                wanted = [x for x in inputs if x.requires_grad]
-                got = iter(torch.autograd.grad(ys, wanted, g_ys, create_graph=True,
-                                               allow_unused=True))
-            grads = [next(got) if x.requires_grad else None for x in inputs]
-        else:
-            grads = _backward_by_step(job, g_ys, y0, params)
+        with parameters_bound(job.module, job.param_names, params, job.field):
+            if torch.is_grad_enabled():  # gradients of gradients: one differentiable graph
+                with torch.enable_grad():
+                    ys = job.replay.whole(job.steps, y0.reshape(job.run.y.shape), False)
+                    inputs = [y0, *params]
+                    wanted = [x for x in inputs if x.requires_grad]
+                    got = iter(torch.autograd.grad(ys, wanted, g_ys, create_graph=True,
+                                                   allow_unused=True))
+                grads = [next(got) if x.requires_grad else None for x in inputs]
+            else:
+                grads = _backward_by_step(job, g_ys, y0, params)
         job.record_backward(job.field.calls - before)
         return (None, *grads)
 
@@ -293,6 +302,7 @@ def integrate_checkpointed(func, field: SampleField, y0: torch.Tensor, taus, dir
         t0 = taus[:, 0] if replay.forward else taus[:, 0] * direction
         k0 = field(t0.view(field.t_shape), probe)
         if not _reaches_other_leaves(k0, probe, params):
+            job.module, job.param_names = func, named[0]
             ys = _TapedSolve.apply(job, y0, *params)
             job.run.ys = ys
             return job.run, job

@@ -295,3 +295,32 @@ def test_adjoint_options_needed_for_another_method_with_options():
                    torch.linspace(0, 1, 3, dtype=F64), per_sample=True, gradient="adjoint",
                    adjoint_params=tuple(func.parameters()), adjoint_method="dopri8",
                    options=dict(max_num_steps=100))
+
+
+def test_checkpoint_gradcheck_parameters_through_functional_call():
+    """Under functional_call the module's own parameters are back before backward() runs: the
+    replay must use the tensors the forward pass used."""
+    from torch.func import functional_call
+
+    func = Field()
+    names = [n for n, _ in func.named_parameters()]
+    t = torch.tensor([[0.0, 0.3, 0.6], [0.1, 0.25, 0.5]], dtype=F64)
+    y0 = _y0(2)
+
+    class Solve(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.func = func
+
+        def forward(self, y):
+            return node.solve(self.func, y, t, per_sample=True, gradient="checkpoint",
+                              **frozen_steps(0.1)).ys
+
+    solver = Solve()
+
+    def fn(*ps):
+        return functional_call(solver, {f"func.{n}": p for n, p in zip(names, ps, strict=True)},
+                               (y0,))
+
+    ps = tuple(p.detach().clone().requires_grad_(True) for p in func.parameters())
+    assert torch.autograd.gradcheck(fn, ps, atol=1e-8, rtol=1e-6)
