@@ -32,6 +32,8 @@ Design decisions:
   step then starts from the larger of the controller's proposal and the unshortened step.
 * The first backward step is each sample's last accepted forward step (or ``first_step``).
 * Finished samples are frozen by a step size of 0 and ride along (masking, not compaction).
+* A sample that failed in the forward solve (``on_failure="return"``) starts from the last
+  output time it reached; the outputs it never reached (NaN) take no part.
 """
 
 from __future__ import annotations
@@ -83,11 +85,6 @@ class SampleAdjoint:
     def backward(self, ys: torch.Tensor, g_ys: torch.Tensor):
         """``(dL/dy0 [B, N], [dL/dp])`` from the outputs ``[T, B * N]`` and their gradients."""
         run = self.run
-        failed = (run.status != 0).nonzero().flatten().tolist()
-        if failed:
-            raise ValueError(f"gradient='adjoint' with per_sample=True cannot differentiate a "
-                             f"solve in which samples failed (samples {failed[:10]}); use "
-                             "gradient='direct' or 'checkpoint', or on_failure='raise'")
         batch, numel = run.y.shape
         n_out = ys.shape[0]
         ys3, g3 = ys.view(n_out, batch, numel), g_ys.view(n_out, batch, numel)
@@ -140,15 +137,22 @@ class _BackwardLoop:
         sigmas = -inputs.taus  # [B, T]
         back = -inputs.direction if isinstance(inputs.direction, float) else \
             -inputs.direction[:, None]
-        j = torch.full((batch,), n_out - 2, dtype=torch.long, device=device)  # next output
-        sigma = sigmas[:, -1:].clone()
-        target = sigmas[:, -2:-1].clone()
+        # Each sample starts at the last output it reached: its last one, or for a failed
+        # sample the last before the time it got to (later ones are NaN, never differentiated).
+        last = torch.searchsorted(inputs.taus.contiguous(), solver.run.tau.view(batch, 1),
+                                  right=True) - 1
+        j = (last.view(-1) - 1).clamp_min(0)  # the next output
+        active = last > 0
+        sigma = sigmas.gather(1, last)
+        target = sigmas.gather(1, j[:, None])
         # The augmented state z = [y, a], [B, 2N].
-        z = torch.cat([ys3[-1], g3[-1]], 1)
+        rows = last.view(-1) * batch + cols
+        z = torch.cat([ys_rows.index_select(0, rows), g_rows.index_select(0, rows)], 1)
         h = solver.last_h if opts.first_step is None else torch.full_like(sigma, opts.first_step)
         h = torch.where(h > 0, h, target - sigma)
-        h = h.clamp(opts.min_step, opts.max_step)
-        active = torch.ones((batch, 1), dtype=torch.bool, device=device)
+        h = h.clamp(opts.min_step, opts.max_step) * active
+        if not bool(active.any()):
+            return z[:, numel:]
         c_col = torch.tensor(co.c, dtype=torch.float64, device=device).view(-1, 1, 1)
         b_weights = co.b.tolist()
         exponent, safety = -1.0 / co.order, opts.safety
