@@ -74,16 +74,17 @@ def _close(got, want, rtol, atol):
 
 @pytest.mark.parametrize("method", ["dopri5", "tsit5", "bosh3", "adaptive_heun"])
 def test_checkpoint_equals_per_sample_direct(method):
-    """Same steps, same arithmetic: the direct mode's gradient to round-off, with fewer
-    recorded steps (rejected ones are not replayed)."""
+    """The direct mode's gradient (rejected steps are not replayed). The forward loops with
+    and without a graph round differently, which may flip a borderline step decision: compare
+    to the tolerance (to round-off on pinned steps: test_checkpoint_gradcheck_on_pinned_steps)."""
     func, y0 = Field(), _y0()
     tol = 1e-6 if method == "adaptive_heun" else 1e-9
     kw = dict(method=method, rtol=tol, atol=tol, per_sample=True)
     weights = _weights((3, 4, 3))
     direct, sd = _grads(func, y0, T_ROWS, weights, **kw)
     ckpt, sc = _grads(func, y0, T_ROWS, weights, gradient="checkpoint", **kw)
-    torch.testing.assert_close(sc.ys, sd.ys, rtol=1e-12, atol=1e-14)
-    _close(ckpt, direct, 1e-10, 1e-12)
+    torch.testing.assert_close(sc.ys, sd.ys, rtol=100 * tol, atol=100 * tol)
+    _close(ckpt, direct, 1e3 * tol, 10 * tol)
     assert sc.stats["n_calls_backward"] > 0
 
 
