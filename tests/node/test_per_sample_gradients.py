@@ -314,3 +314,12 @@ def test_checkpoint_gradcheck_parameters_through_functional_call():
 
     ps = tuple(p.detach().clone().requires_grad_(True) for p in func.parameters())
     assert torch.autograd.gradcheck(fn, ps, atol=1e-8, rtol=1e-6)
+
+
+def test_adjoint_backward_failure_raises_a_solver_error():
+    func, y0 = Field(), _y0()
+    sol = node.solve(func, y0.requires_grad_(True), T_ROWS, gradient="adjoint", rtol=1e-8,
+                     atol=1e-8, adjoint_options=dict(max_num_steps=3))
+    with pytest.raises(node.SolverError, match=r"adjoint \(backward\) solve of samples \[.*"
+                                               r"max_num_steps=3"):
+        sol.ys.sum().backward()
