@@ -223,6 +223,7 @@ def odeint_adjoint(
     adjoint_method: str | None = None,
     adjoint_options: dict[str, Any] | None = None,
     adjoint_params: Sequence[torch.Tensor] | None = None,
+    per_sample: bool = False,
 ):
     """``odeint`` whose backward pass solves the adjoint ODE (drop-in for torchdiffeq's).
 
@@ -235,6 +236,9 @@ def odeint_adjoint(
     ``(t, *y, *a, *a_params)`` (see :mod:`node.adjoint_norms`). With ``method`` or
     ``adjoint_method`` ``"scipy_solver"`` that solve runs SciPy's ``solve_ivp`` (which takes no
     norm: ``adjoint_options['norm']`` is then ignored with a warning).
+
+    ``per_sample=True`` (or ``t`` of shape ``[B, T]``): every sample of the batch solves its
+    forward and its adjoint with its own step sizes (see :mod:`node.per_sample_adjoint`).
     """
     kwargs = dict(
         adjoint_params=adjoint_params,
@@ -244,13 +248,17 @@ def odeint_adjoint(
         adjoint_options=adjoint_options,
     )
     if event_fn is not None:
+        if wants_per_sample(per_sample, t):
+            raise ValueError("odeint_adjoint with event_fn does not take per_sample=True or a "
+                             "[B, T] t (per-sample events: node.odeint_event(..., "
+                             "per_sample=True))")
         return solve_until_event(
             func, y0, t, event_fn=event_fn, rtol=rtol, atol=atol, method=method,
             options=options, gradient="adjoint", **kwargs,
         )
     return solve(
         func, y0, t, rtol=rtol, atol=atol, method=method, options=options, gradient="adjoint",
-        **kwargs,
+        per_sample=per_sample, **kwargs,
     ).ys
 
 

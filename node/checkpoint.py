@@ -209,27 +209,31 @@ class _TapedSolve(torch.autograd.Function):
         return (None, *grads)
 
 
-@contextmanager
 def _parameters_bound(job: _Job, params: list[torch.Tensor]):
-    """Replay ``func`` with the parameters the forward pass used. They are normally still the
-    module's own; under ``torch.func.functional_call`` the module has its original ones back by
-    the time ``backward`` runs, so the replay rebinds the forward's tensors by name."""
-    module = job.problem.func
+    return parameters_bound(job.problem.func, job.param_names, params, job.f)
+
+
+@contextmanager
+def parameters_bound(module: nn.Module, names: list[str], params: list[torch.Tensor], field):
+    """Replay ``func`` (``module``, called through ``field.func``) with the parameters the
+    forward pass used. They are normally still the module's own; under
+    ``torch.func.functional_call`` the module has its original ones back by the time
+    ``backward`` runs, so the replay rebinds the forward's tensors by name."""
     current = dict(module.named_parameters())
-    if all(current.get(n) is p for n, p in zip(job.param_names, params, strict=True)):
+    if all(current.get(n) is p for n, p in zip(names, params, strict=True)):
         yield
         return
-    bound = dict(zip(job.param_names, params, strict=True))
-    user_func = job.f.func
+    bound = dict(zip(names, params, strict=True))
+    user_func = field.func
 
     def rebound(t, y):
         return functional_call(module, bound, (t, y), strict=False)
 
-    job.f.func = rebound
+    field.func = rebound
     try:
         yield
     finally:
-        job.f.func = user_func
+        field.func = user_func
 
 
 def _backward_whole(job, g_ys, y0_flat, params):

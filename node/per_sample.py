@@ -220,6 +220,7 @@ def integrate_per_sample(
     options: AdaptiveOptions,
     errors: SampleErrorScale,
     observer=None,
+    tape=None,
 ) -> SampleRun:
     """Integrate every sample from ``taus[:, 0]`` through its output times ``taus[b]``
     (``[B, T]`` float64 solver times, increasing rows; ``direction``: ``+-1.0`` or ``[B]``).
@@ -227,7 +228,9 @@ def integrate_per_sample(
     ``observer(tau0, tau1, h, y0, y1, K, stepped)``, if given, sees every iteration (solver
     times and steps ``[B, 1]``, states ``[B, N]``, stages ``[B, S, N]``; ``stepped``: ``[B, 1]``
     the samples that took an accepted step) and returns ``[B, 1]`` the samples to stop there
-    (successfully: a terminal event, :mod:`node.per_sample_events`)."""
+    (successfully: a terminal event, :mod:`node.per_sample_events`).
+    ``tape``: an object whose ``record(tau0, tau1, h, y, k0, taken)`` gets every iteration
+    (:class:`node.per_sample_checkpoint.SampleTape`)."""
     batch, n_out = taus.shape
     numel = y0.numel() // batch
     device, dtype = y0.device, y0.dtype
@@ -335,6 +338,8 @@ def integrate_per_sample(
                 accepted = accepted | at_floor
             tau_next = torch.where(accepted, t1, tau)
         K_bsn = w.K_bsn if buffered else outputs.stages_view(K)
+        if tape is not None:
+            tape.record(tau, tau_next, h, y, k0, flags[0] & accepted)
         outputs.record(tau, tau_next, h, y, K_bsn, flags, accepted)
         y_start = y
         y = torch.where(accepted, y1, y)

@@ -29,6 +29,19 @@ _CHUNK_BYTES = 2**25  # the stage matrices of one chunk of records, at most (abo
 _MAX_CHUNK = 64
 
 
+def dense_values(polys_t: torch.Tensor, theta: torch.Tensor, h: torch.Tensor, ys: torch.Tensor,
+                 ks: torch.Tensor) -> torch.Tensor:
+    """``y + h * sum_i b_i(theta) k_i`` for ``R`` rows: ``theta`` and the user's step ``h``
+    float64 ``[R]``, states ``[R, N]``, stages ``[R, S, N]``; ``polys_t``: ``[P, S]``
+    coefficients of the ``b_i`` (:func:`node.interpolation.dense_polynomials`, transposed)."""
+    rows, stages = ks.shape[0], ks.shape[1]
+    powers = theta[:, None].expand(rows, polys_t.shape[0]).cumprod(-1)
+    weights = (powers @ polys_t).view(rows, 1, stages)  # b_i(theta)
+    dtype = ys.dtype
+    increment = torch.bmm(weights.to(dtype), ks).view(rows, ys.shape[1])
+    return torch.addcmul(ys, h.view(rows, 1).to(dtype), increment)
+
+
 class DenseOutputs:
     def __init__(self, taus: torch.Tensor, y0: torch.Tensor, tableau: ButcherTableau,
                  stages: int, sign, buffered: bool) -> None:
@@ -106,17 +119,13 @@ class DenseOutputs:
         # Invalid entries (past a sample's outputs in this chunk) get theta 0: finite weights,
         # so that no NaN reaches a gradient through them; they are dropped in finish().
         theta = torch.where(valid, (tq - tau0) / (tau1 - tau0), 0.0)
-        powers = theta[..., None].expand(B, width, self.polys_t.shape[0]).cumprod(-1)
-        weights = (powers @ self.polys_t).view(B * width, 1, S)  # b_i(theta)
         h = torch.cat([r[2] for r in records], 1).gather(1, m) * self.sign  # the user's step
         # The record (m, b) of every output: its state [B * W, N] and stages [B * W, S, N].
         rows = (m * B + self.samples).view(-1)
         ys = torch.stack([r[3] for r in records]).view(M * B, N).index_select(0, rows)
         ks = self.kbuf[:M] if self.kbuf is not None else torch.stack([r[4] for r in records])
         ks = ks.reshape(M * B, S, N).index_select(0, rows)
-        dtype = ys.dtype
-        increment = torch.bmm(weights.to(dtype), ks).view(B * width, N)
-        vals = torch.addcmul(ys, h.view(B * width, 1).to(dtype), increment)
+        vals = dense_values(self.polys_t, theta.view(-1), h.view(-1), ys, ks)
         self.rows.append((j * B + self.samples).reshape(-1))
         self.vals.append(vals)
         self.valid.append(valid.reshape(-1))

@@ -1,5 +1,8 @@
 """``solve(..., per_sample=True)``: checks, the per-sample loop, and the per-sample result.
 
+Gradient modes: ``"direct"`` (autograd through the loop), ``"checkpoint"``
+(:mod:`node.per_sample_checkpoint`) and ``"adjoint"`` (:mod:`node.per_sample_adjoint`).
+
 A failing sample is frozen and the others go on (:mod:`node.per_sample`); at the end
 ``on_failure="raise"`` raises one :class:`~node.SolverError` naming every failing sample, its
 time and cause, and ``"return"`` returns the :class:`PerSampleSolution` with NaN at the output
@@ -12,18 +15,23 @@ import warnings
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from node.callbacks import _NAMES as CALLBACK_NAMES
 from node.errors import SolverError, Status
+from node.gradient_modes import check_no_adjoint_arguments
 from node.inputs import check_func
 from node.methods import get_tableau
 from node.options import parse_options, uses_fixed_grid
 from node.per_sample import CODES, SampleErrorScale, SampleField, integrate_per_sample
+from node.per_sample_adjoint import integrate_adjoint
+from node.per_sample_checkpoint import integrate_checkpointed
 from node.per_sample_fixed_grid import solve_fixed_grid_per_sample
-from node.per_sample_inputs import check_sample_inputs
+from node.per_sample_inputs import _sample_tolerance, check_sample_inputs
 from node.per_sample_tuple import solve_tuple_per_sample
 from node.runge_kutta import coefficients
 from node.solution import Solution
+from node.state import check_not_both_zero
 from node.tableau import ButcherTableau
 
 _LISTED = 10  # failing samples named in a message
@@ -38,7 +46,11 @@ class PerSampleSolution(Solution):
         ts: ``t`` as given (``[T]`` or ``[B, T]``).
         stats: ``nfe``, ``n_steps``, ``n_accepted``, ``n_rejected`` as ``[B]`` tensors (the
             work each sample took part in, as if solved alone), plus ``n_calls`` (batched
-            ``func`` calls) and ``n_iterations`` (loop iterations) as ints.
+            ``func`` calls) and ``n_iterations`` (loop iterations) as ints. After a backward
+            pass in the checkpoint or adjoint mode: ``n_calls_backward`` (batched ``func``
+            calls, each with its vector-Jacobian product), and for the adjoint
+            ``n_steps_backward`` (``[B]``, each sample's attempts) and
+            ``n_iterations_backward``.
         status: ``SUCCESS`` if every sample succeeded, else the status of the first that failed.
         sample_status: one :class:`~node.Status` per sample.
         sample_t: ``[B]`` the time each sample reached (its last output time on success).
@@ -59,18 +71,17 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
     """:func:`node.solve` with ``per_sample=True`` (arguments as there, already checked for
     ``gradient``/``on_failure`` names)."""
     if isinstance(y0, tuple | list):  # solved as one [B, N] state (node.per_sample_tuple)
+        if gradient == "adjoint" and adjoint_args[0] is None and isinstance(func, nn.Module):
+            # the flattening closure hides func's parameters from the adjoint: name them
+            adjoint_args = (tuple(func.parameters()), *adjoint_args[1:])
         return solve_tuple_per_sample(
             lambda f, y, t_, r, a: solve_per_sample(
                 f, y, t_, method=method, rtol=r, atol=a, options=options, gradient=gradient,
                 on_failure=on_failure, progress=progress, adjoint_args=adjoint_args),
             func, y0, t, rtol, atol)
     check_func(func)
-    if gradient != "direct":
-        raise ValueError(f"per-sample solving (per_sample=True or t of shape [B, T]) supports "
-                         f"gradient='direct' only (so far), got gradient={gradient!r}")
-    if any(a is not None for a in adjoint_args):
-        raise ValueError("adjoint_* arguments need gradient='adjoint', which per_sample=True "
-                         "does not support yet")
+    if gradient != "adjoint":
+        check_no_adjoint_arguments(gradient, adjoint_args)
     if progress:
         raise ValueError("progress is not supported with per_sample=True (yet)")
     inputs = check_sample_inputs(y0, t, rtol, atol)
@@ -82,6 +93,10 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
         raise ValueError(f"per_sample=True needs an explicit Runge-Kutta method, got "
                          f"method={getattr(tableau, 'name', method)!r}")
     if uses_fixed_grid(tableau.adaptive, options):  # each sample on its own grid
+        if gradient != "direct":
+            raise ValueError(f"per-sample solves on fixed grids (method={tableau.name!r}) "
+                             f"support gradient='direct' only (so far), got "
+                             f"gradient={gradient!r}")
         run, opts = solve_fixed_grid_per_sample(func, y0, inputs, tableau, options)
         return _finish(run, inputs, opts, on_failure)
     opts = parse_options(options, fixed_grid=False, method=tableau.name)
@@ -95,8 +110,73 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
     errors = SampleErrorScale(inputs.rtol, inputs.atol, inputs.batch, inputs.numel,
                               layout.dtype, layout.device)
     f = SampleField(func, layout, opts.dtype)
-    run = integrate_per_sample(f, y0, inputs.taus, inputs.direction, co, opts, errors)
-    return _finish(run, inputs, opts, on_failure)
+    job = None
+    if gradient == "adjoint":
+        backward = _backward_solve(tableau, options, inputs, adjoint_args)
+        run, job = integrate_adjoint(func, f, y0, inputs, (co, opts, errors), backward,
+                                     adjoint_args[0])
+    elif gradient == "checkpoint" and torch.is_grad_enabled():
+        run, job = integrate_checkpointed(func, f, y0, inputs.taus, inputs.direction, co, opts,
+                                          errors)
+    else:
+        run = integrate_per_sample(f, y0, inputs.taus, inputs.direction, co, opts, errors)
+    solution = _finish(run, inputs, opts, on_failure)
+    if job is not None:
+        job.stats = solution.stats  # the backward pass adds its statistics there
+    return solution
+
+
+def _explicit_adaptive(tableau, options, argument: str, name) -> None:
+    if not isinstance(tableau, ButcherTableau):
+        raise ValueError(f"per_sample=True needs an explicit Runge-Kutta method, got "
+                         f"{argument}={getattr(tableau, 'name', name)!r}")
+    if uses_fixed_grid(tableau.adaptive, options):
+        raise ValueError(f"per_sample=True needs an adaptive method (an embedded pair such as "
+                         f"'dopri5'); {argument}={tableau.name!r} runs on a fixed grid here, "
+                         "which per-sample solves do not support yet")
+
+
+def _backward_solve(tableau, options, inputs, adjoint_args):
+    """The backward solve's coefficients, options and error scale of a per-sample adjoint:
+    ``adjoint_method``/``adjoint_options``/``adjoint_rtol``/``adjoint_atol`` default to the
+    forward's (``adjoint_options`` to ``{}`` when the method differs)."""
+    _, rtol, atol, method, back_options = adjoint_args
+    if method is not None:
+        back_tableau = get_tableau(method)
+        _explicit_adaptive(back_tableau, back_options or {}, "adjoint_method", method)
+    else:
+        back_tableau = tableau
+    if back_options is None:
+        if back_tableau.name != tableau.name and options is not None:
+            raise ValueError(f"adjoint_options must be given when adjoint_method "
+                             f"({back_tableau.name!r}) differs from method ({tableau.name!r}) "
+                             "and options are given")
+        back_options = dict(options or {}) if back_tableau.name == tableau.name else {}
+    elif not isinstance(back_options, dict):
+        raise TypeError(f"adjoint_options must be a dict or None, got "
+                        f"{type(back_options).__name__}")
+    back_options = dict(back_options)
+    norm = back_options.pop("norm", None)
+    if norm not in (None, "seminorm"):
+        raise ValueError(f"adjoint_options['norm'] with per_sample=True must be None or "
+                         f"'seminorm' (the parameter adjoint is never in a per-sample error "
+                         f"test), got {norm!r}")
+    opts = parse_options(back_options, fixed_grid=False, method=back_tableau.name)
+    _check_options(opts)
+    layout = inputs.layout
+    y0 = torch.empty(layout.shapes[0], dtype=layout.dtype, device=layout.device)
+    rtol = inputs.rtol if rtol is None else _sample_tolerance("adjoint_rtol", rtol, y0, layout)
+    atol = inputs.atol if atol is None else _sample_tolerance("adjoint_atol", atol, y0, layout)
+    check_not_both_zero(rtol, atol, rtol, atol)
+    co = coefficients(back_tableau, layout.dtype, layout.device)
+
+    def doubled(tol):  # the tolerance of [y, a], [B, 2N]
+        return torch.cat([tol, tol], 1) if isinstance(tol, torch.Tensor) and tol.shape[1] > 1 \
+            else tol
+
+    errors = SampleErrorScale(doubled(rtol), doubled(atol), inputs.batch, 2 * inputs.numel,
+                              layout.dtype, layout.device)
+    return co, opts, errors
 
 
 def _check_options(opts) -> None:
