@@ -35,7 +35,7 @@ class SolverErrorOnRank(node.SolverError):
     def __init__(self, rank: int, world_size: int, status, t: float, dt: float, cause: str):
         self.rank = rank
         self.world_size = world_size
-        super().__init__(status, t, dt, f"{cause} (on rank {rank} of {world_size}; every rank stopped)")
+        super().__init__(status, t, dt, f"rank {rank} of {world_size}: {cause}")
 
 
 def world_size() -> int:
