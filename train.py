@@ -8,7 +8,7 @@ Examples::
     python train.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt   # resume
     python train.py train=false ckpt_path=<file>     # test <file> in the model of the config
     python train.py -m solver=dopri5,tsit5,rk4 solver.rtol=1e-3,1e-5        # sweep + summary
-    python train.py trainer=ddp_sim                  # 2 CPU processes (DDP, gloo); trainer=ddp: GPUs
+    python train.py trainer=ddp_sim                  # DDP, 2 CPU processes; trainer=ddp: GPUs
 
 The configuration lives in ``configs/`` (entry: ``configs/train.yaml``); the pipeline in
 :func:`framework.run.train`. The ``extras`` group (printing the config, ...) is applied first.

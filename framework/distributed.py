@@ -87,12 +87,14 @@ class SolverSafeDDPStrategy(DDPStrategy):
         module = self.lightning_module
         self.pre_backward(closure_loss)
         closure_loss = self.precision_plugin.pre_backward(closure_loss, module)
+        precision = self.precision_plugin
         run_on_every_rank(
-            lambda: self.precision_plugin.backward(closure_loss, module, optimizer, *args, **kwargs),
+            lambda: precision.backward(closure_loss, module, optimizer, *args, **kwargs),
             self.root_device,
         )
         # DDP's no_sync() (gradient accumulation) turns the reduction off until the last batch
-        if isinstance(self.model, DistributedDataParallel) and self.model.require_backward_grad_sync:
+        ddp = self.model if isinstance(self.model, DistributedDataParallel) else None
+        if ddp is not None and ddp.require_backward_grad_sync:
             average_gradients(list(module.parameters()), self.root_device)
         closure_loss = self.precision_plugin.post_backward(closure_loss, module)
         self.post_backward(closure_loss)
@@ -121,8 +123,8 @@ def average_gradients(params: list[torch.nn.Parameter], device: torch.device) ->
         groups.setdefault((p.dtype, p.device), []).append(i)
     for indices in groups.values():
         flat = torch.cat([
-            (params[i].grad if params[i].grad is not None else torch.zeros_like(params[i])).reshape(-1)
-            for i in indices
+            (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+            for p in (params[i] for i in indices)
         ])
         dist.all_reduce(flat)
         flat /= n
@@ -187,7 +189,8 @@ def distributed_run() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def sum_over_ranks(values: dict[str, float], device: torch.device | str = "cpu") -> dict[str, float]:
+def sum_over_ranks(values: dict[str, float], device: torch.device | str = "cpu"
+                   ) -> dict[str, float]:
     """``values`` summed over the ranks (a collective; unchanged in one process)."""
     if world_size() == 1 or not values:
         return dict(values)

@@ -58,7 +58,8 @@ class SolverFailureMonitor(L.Callback):
             else "no checkpoint had been written yet"
         )
         # under DDP the error names the failing rank (models.components.distributed)
-        stopped = "Every rank stopped" if getattr(error, "world_size", 1) > 1 else "Training stopped"
+        several = getattr(error, "world_size", 1) > 1
+        stopped = "Every rank stopped" if several else "Training stopped"
         return (
             f"ODE solver failed during {where} (global step {self.global_step}): {error}. "
             f"{stopped}; {kept}. Possible remedies: a larger solver.max_num_steps, "

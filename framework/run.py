@@ -204,7 +204,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(float_metrics(trainer.callback_metrics))
 
     metrics.update(_evaluation_metrics(model, trainer))
-    plots = write_plots(cfg.get("plots"), model, datamodule, output_dir) if trainer.is_global_zero else []
+    plots = []
+    if trainer.is_global_zero:
+        plots = write_plots(cfg.get("plots"), model, datamodule, output_dir)
     if trainer.world_size > 1:
         metrics["world_size"] = float(trainer.world_size)
     metrics["fit_time_s"] = fit_time
