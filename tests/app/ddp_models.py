@@ -3,8 +3,9 @@
 * At the end of training it compares its parameters across the ranks and raises if they differ
   (gradients not averaged alike on every rank).
 * With ``fail_rank`` set, from epoch ``fail_epoch`` on, that rank solves with a step budget of one
-  step: the forward solve fails (``fail_in="forward"``), or, with ``solver.gradient=adjoint``,
-  the adjoint's backward solve (``fail_in="backward"``). The other ranks solve normally: a real
+  step: the forward solve of training fails (``fail_in="forward"``), or, with
+  ``solver.gradient=adjoint``, the adjoint's backward solve (``fail_in="backward"``), or the
+  solve of validation (``fail_in="validation"``). The other ranks solve normally: a real
   ``node.SolverError`` on one rank only.
 
 ``train.py`` imports it by its ``_target_``:
@@ -34,6 +35,14 @@ class DDPProbeLatentODE(LatentODEModule):
         self.fail_in = fail_in
 
     def on_train_epoch_start(self) -> None:
+        if self.fail_in != "validation":
+            self._cut_budget()
+
+    def on_validation_epoch_start(self) -> None:
+        if self.fail_in == "validation":
+            self._cut_budget()
+
+    def _cut_budget(self) -> None:
         if self.global_rank != self.fail_rank or self.current_epoch != self.fail_epoch:
             return
         budget = {"max_num_steps": 1}
