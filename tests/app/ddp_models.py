@@ -48,7 +48,7 @@ class DDPProbeLatentODE(LatentODEModule):
         budget = {"max_num_steps": 1}
         # the adjoint solves each interval between output times on its own: with a tolerance
         # this tight none of them fits in one step
-        change = budget if self.fail_in == "forward" else {
+        change = budget if self.fail_in != "backward" else {
             "adjoint_options": budget, "adjoint_rtol": 1e-12, "adjoint_atol": 1e-12}
         for solver in self.ode_solvers():
             solver.config = dataclasses.replace(solver.config, **change)
