@@ -173,14 +173,15 @@ def _job_command(local_rank: int) -> tuple[list[str], str]:
 
 @contextmanager
 def distributed_run() -> Iterator[None]:
-    """A run that may start a process group: afterwards the group is destroyed and the launch
-    variables are as before, so that the next run in this process (a sweep's next job) starts
-    its own ranks instead of taking itself for a rank of the finished run."""
+    """A run that may start a process group: afterwards the group it started is destroyed and
+    the launch variables are as before, so that the next run in this process (a sweep's next
+    job) starts its own ranks instead of taking itself for a rank of the finished run."""
     saved = {name: os.environ.get(name) for name in LAUNCH_VARIABLES}
+    had_group = dist.is_available() and dist.is_initialized()  # one of the caller's: kept
     try:
         yield
     finally:
-        if dist.is_available() and dist.is_initialized():
+        if not had_group and dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
         for name, value in saved.items():
             if value is None:
