@@ -19,8 +19,10 @@ adaptive ODE solvers, and usable from Hydra sweeps.
   matter for models of this size. A parameter that got no gradient on some rank counts as zero
   there (DDP's convention); one that got none anywhere keeps ``grad=None``.
 * **Hydra multiruns work.** Lightning starts ranks 1.. by re-running the command line; in a
-  multirun (``-m``) that would restart the whole sweep in every child. :class:`HydraJobLauncher`
-  re-runs only the current job: its own overrides, in its own output folder.
+  multirun (``-m``) a child would restart the whole sweep (or, with ``--multirun`` last, fail to
+  parse the arguments Lightning appends, and Lightning then kills the sweep: seen with Lightning
+  2.6). :class:`HydraJobLauncher` re-runs only the current job: its own overrides, in its own
+  output folder.
 
 Rank zero writes the run's outputs (:func:`framework.run.train`); :func:`distributed_run` makes
 the next run of the same process (a sweep's next job) start from a clean slate.
