@@ -9,6 +9,7 @@ Examples::
     python train.py train=false ckpt_path=<file>     # test <file> in the model of the config
     python train.py -m solver=dopri5,tsit5,rk4 solver.rtol=1e-3,1e-5        # sweep + summary
     python train.py -m hparams_search=latent_ode_optuna                      # Optuna search
+    python train.py trainer=ddp_sim                  # DDP, 2 CPU processes; trainer=ddp: GPUs
 
 The configuration lives in ``configs/`` (entry: ``configs/train.yaml``); the pipeline in
 :func:`framework.run.train`. The ``extras`` group (printing the config, ...) is applied first.
@@ -34,7 +35,7 @@ def main(cfg: DictConfig) -> float | list[float] | None:
     apply_extras(cfg)
     result = train(cfg)
     metric = cfg.get("optimized_metric")
-    if metric is None:
+    if metric is None or result["status"] != "ok":  # "failed": a DDP rank > 0 (framework.run)
         return None
     names = [metric] if isinstance(metric, str) else [str(m) for m in metric]
     missing = [name for name in names if name not in result["metrics"]]

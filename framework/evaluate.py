@@ -8,6 +8,10 @@ Steps of :func:`evaluate`:
    Lightning's test loop on the data module's test split;
 3. write the model's plots and ``metrics.json`` (the ``test/*`` metrics, wall time, paths) into
    the run's output folder, as the test stage of a training run does, and log where they are.
+
+With several processes (``trainer=ddp_sim``, ...) every rank tests its share of the split (the
+metrics are means over the ranks; Lightning's DistributedSampler repeats a few series to give
+every rank as many) and rank zero alone writes the outputs, as in :mod:`framework.run`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from framework.checkpoint import load_datamodule, load_model
+from framework.distributed import distributed_run
 from framework.instantiate import instantiate_loggers
 from framework.outputs import (
     METRICS_FILE,
@@ -57,7 +62,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ``cfg.num_threads`` (if set) is torch's intra-op thread count during the run, as in
     :func:`framework.run.train`; the previous count is restored afterwards.
     """
-    with torch_threads(cfg.get("num_threads")):
+    with torch_threads(cfg.get("num_threads")), distributed_run():
         return _evaluate(cfg)
 
 
@@ -81,6 +86,8 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer.test(model, datamodule=datamodule)
     metrics = float_metrics(trainer.callback_metrics)
 
+    if trainer.global_rank > 0:
+        return {"status": "ok", "metrics": metrics, "paths": {}}  # rank zero writes the outputs
     plots = write_plots(cfg.get("plots"), model, datamodule, output_dir)
 
     metrics["wall_time_s"] = time.perf_counter() - start

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import warnings
 
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ def apply_extras(cfg: DictConfig) -> None:
             "tags must name this run when extras.enforce_tags=true, got "
             f"{cfg.get('tags')!r}; pass e.g. tags=[dev] or extras.enforce_tags=false"
         )
-    if extras.get("print_config"):
+    # once per run: under DDP, Lightning's ranks 1.. re-run train.py (LOCAL_RANK etc. are set)
+    if extras.get("print_config") and rank_zero_only.rank == 0:
         print_config(cfg)
 
 

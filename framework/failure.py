@@ -5,7 +5,9 @@ When a ``node.SolverError`` escapes from ``trainer.fit`` (a step budget exhauste
 state, a step size underflow, in the forward pass or in an adjoint's backward solve),
 :func:`framework.run.train` raises :class:`TrainingSolverFailure` with a message that names that
 position, the solver's own diagnosis, and the last checkpoint written before the failure (the
-``last_checkpoint`` callback's ``last.ckpt``, which the failed epoch leaves untouched).
+``last_checkpoint`` callback's ``last.ckpt``, which the failed epoch leaves untouched). Under
+DDP the failure of one rank stops every rank at the same step, and the message names that rank
+(:mod:`framework.distributed`).
 """
 
 from __future__ import annotations
@@ -55,8 +57,11 @@ class SolverFailureMonitor(L.Callback):
             if last_checkpoint
             else "no checkpoint had been written yet"
         )
+        # under DDP the error names the failing rank (models.components.distributed)
+        several = getattr(error, "world_size", 1) > 1
+        stopped = "Every rank stopped" if several else "Training stopped"
         return (
             f"ODE solver failed during {where} (global step {self.global_step}): {error}. "
-            f"Training stopped; {kept}. Possible remedies: a larger solver.max_num_steps, "
+            f"{stopped}; {kept}. Possible remedies: a larger solver.max_num_steps, "
             "looser solver.rtol/atol, a smaller model.lr, another solver."
         )

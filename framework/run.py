@@ -15,6 +15,15 @@ Steps of :func:`train`:
 4. write the model's plots and ``metrics.json`` (final metrics, the best checkpoint's score as
    ``best/<monitor>``, evaluation counts, wall time, paths) into the run's output folder, and
    log where checkpoints, metrics and plots are.
+
+With several processes (``trainer=ddp``, ``trainer=ddp_sim``; :mod:`framework.distributed`)
+every rank runs this pipeline; the logged metrics are means over the ranks (``sync_dist``, see
+:meth:`models.base.ODEModule.log`), the evaluation counts of ``metrics.json`` are summed over the
+ranks first, and rank zero alone writes the outputs and the report (Lightning already saves
+checkpoints and metric logs from rank zero only). A solver failure stops every rank; rank zero
+raises :class:`~framework.failure.TrainingSolverFailure`, the others log it and return (exiting
+normally, so that Lightning's watch over its child processes does not kill rank zero before it
+has reported).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 import node
+from framework.distributed import distributed_run, sum_over_ranks
 from framework.failure import SolverFailureMonitor, TrainingSolverFailure
 from framework.instantiate import instantiate_callbacks, instantiate_loggers
 from framework.outputs import (
@@ -45,11 +55,17 @@ from framework.resume import resume_checkpoint
 
 log = logging.getLogger(__name__)
 
-def _evaluation_metrics(model: Any) -> dict[str, float]:
+def _evaluation_metrics(model: Any, trainer: L.Trainer) -> dict[str, float]:
+    """Per-step means of the model's evaluation counts. Under DDP (a collective, called on every
+    rank) the counts are summed over the ranks: the per-step figures are then means over ranks
+    and steps, ``nfe_total`` is the work of all ranks, and ``train_steps`` stays the steps of
+    one rank (every rank takes the same steps)."""
     totals = getattr(model, "totals", None)
     if not totals:
         return {}
-    steps = max(totals["train_steps"], 1)
+    totals = sum_over_ranks(totals, trainer.strategy.root_device)
+    totals["train_steps"] /= trainer.world_size
+    steps = max(totals["train_steps"], 1) * trainer.world_size
     return {
         "train_steps": float(totals["train_steps"]),
         "nfe_forward_per_step": totals["nfe_forward"] / steps,
@@ -90,7 +106,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ``cfg.num_threads`` (if set) is torch's intra-op thread count during the run; the previous
     count is restored afterwards.
     """
-    with torch_threads(cfg.get("num_threads")):
+    with torch_threads(cfg.get("num_threads")), distributed_run():
         return _train(cfg)
 
 
@@ -126,20 +142,33 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         cfg.trainer, callbacks=callbacks, logger=loggers or False
     )
     _log_config(trainer, cfg)
+    if trainer.global_rank > 0:
+        # one report per run: the other ranks log warnings and errors only
+        logging.getLogger().setLevel(logging.WARNING)
 
     def solver_failure(err: node.SolverError) -> TrainingSolverFailure:
         # the newest state on disk: this run's last.ckpt, else the checkpoint it resumed from
         ckpt = trainer.checkpoint_callback
         last = _last_checkpoint(trainer) or resume or ""
         last = last or getattr(ckpt, "best_model_path", "")
-        return TrainingSolverFailure(monitor.describe(err, last or None))
+        failure = TrainingSolverFailure(monitor.describe(err, last or None))
+        if trainer.global_rank > 0:
+            log.error(f"rank {trainer.global_rank}: {failure}")
+        return failure
+
+    def failed(failure: TrainingSolverFailure) -> dict[str, Any]:
+        # a rank other than zero, after a failure that rank zero reports (module docstring)
+        return {"status": "failed", "error": str(failure), "metrics": {}, "paths": {}}
 
     if cfg.get("train", True):
         log.info("Starting training")
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
         except node.SolverError as err:
-            raise solver_failure(err) from err
+            failure = solver_failure(err)
+            if trainer.global_rank > 0:
+                return failed(failure)
+            raise failure from err
     fit_time = time.perf_counter() - start
     metrics = float_metrics(trainer.callback_metrics)
 
@@ -160,12 +189,18 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         try:
             trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=True)
         except node.SolverError as err:
-            raise solver_failure(err) from err
+            failure = solver_failure(err)
+            if trainer.global_rank > 0:
+                return failed(failure)
+            raise failure from err
         metrics.update(float_metrics(trainer.callback_metrics))
 
-    plots = write_plots(cfg.get("plots"), model, datamodule, output_dir)
-
-    metrics.update(_evaluation_metrics(model))
+    metrics.update(_evaluation_metrics(model, trainer))
+    plots = []
+    if trainer.is_global_zero:
+        plots = write_plots(cfg.get("plots"), model, datamodule, output_dir)
+    if trainer.world_size > 1:
+        metrics["world_size"] = float(trainer.world_size)
     metrics["fit_time_s"] = fit_time
     metrics["wall_time_s"] = time.perf_counter() - start
     metrics["epochs"] = float(trainer.current_epoch)
@@ -184,8 +219,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             "plots": plots,
         },
     }
-    write_result(output_dir, result)
-    report(result)
+    if trainer.is_global_zero:
+        write_result(output_dir, result)
+        report(result)
     return result
 
 

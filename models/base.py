@@ -26,6 +26,7 @@ import lightning as L
 import torch
 
 from models.components.counting import EvaluationCounts
+from models.components.distributed import run_on_every_rank
 from models.components.ode_solver import ODESolver
 from models.components.schedules import with_schedule
 
@@ -94,9 +95,20 @@ class ODEModule(L.LightningModule):
         """The loss to minimise and extra metrics to log under ``train/``."""
         raise NotImplementedError(f"{type(self).__name__} must implement training_loss(batch)")
 
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        """Lightning's ``log``, with ``sync_dist=True`` unless told otherwise: under DDP every
+        logged value is the mean over the ranks (each rank sees its own share of the data and
+        its solver takes its own number of steps), so what the loggers, the checkpoint monitor
+        and ``metrics.json`` see is the whole run's figure, not rank zero's. In one process it
+        costs nothing. (torchmetrics objects reduce themselves, exactly, whatever the flag.)"""
+        kwargs.setdefault("sync_dist", True)
+        super().log(name, value, *args, **kwargs)
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         before = self.evaluation_counts()
-        loss, metrics = self.training_loss(batch)
+        # under DDP a solver failure on any rank stops every rank here, before the logging below
+        # communicates (see models.components.distributed)
+        loss, metrics = run_on_every_rank(lambda: self.training_loss(batch), self.device)
         used = self.evaluation_counts() - before
         self.totals["train_steps"] += 1
         self.totals["nfe_forward"] += used.nfe
