@@ -205,7 +205,8 @@ class LatentODEModule(ODEModule):
             evaluation's ``loss``/``elbo``, ``refine_steps``/``amortise_weight``'s refinement):
             ``union``, the batch's shared grid for every series (one joint solve); or
             ``per_sample``, each series' own observed times, solved per sample (each series
-            with its own steps and end; see :mod:`models.components.time_grids`). Predictions
+            with its own steps and end; see :mod:`models.components.time_grids`). The ODE-RNN
+            encoder then also solves between each series' own observation times. Predictions
             (metrics, plots) need every series at every time and always use the shared grid.
             ``per_sample`` needs a solver config that node can solve per sample (an explicit
             adaptive method; ``gradient="direct"`` so far) and no ``consistency_weight``.
@@ -300,7 +301,8 @@ class LatentODEModule(ODEModule):
                                  "model.consistency_weight > 0 (it needs every series' path on "
                                  f"the shared grid), got consistency_weight={consistency_weight!r}")
             self.solver.check_per_sample("model.time_grid='per_sample'")
-        self.encoder = build_encoder(encoder, obs_dim, latent_dim, encoder_hidden, self.solver)
+        self.encoder = build_encoder(encoder, obs_dim, latent_dim, encoder_hidden, self.solver,
+                                     per_sample=time_grid == "per_sample")
         if dynamics_activation not in ACTIVATIONS:
             raise ValueError(
                 f"model.dynamics_activation must be one of {list(ACTIVATIONS)}, "

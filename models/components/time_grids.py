@@ -54,10 +54,17 @@ class SampleGrid:
 def sample_grid(t: torch.Tensor, mask: torch.Tensor) -> SampleGrid:
     """The per-series grids (module docstring) of a batch with shared times ``t`` (``[T]``) and
     observation mask ``mask`` (``[B, T, D]``)."""
-    steps = t.shape[0]
-    position = torch.arange(steps, device=mask.device)
     needed = mask.amax(dim=-1) > 0
     needed[:, 0] = True
+    return grid_of(t, needed)
+
+
+def grid_of(t: torch.Tensor, needed: torch.Tensor) -> SampleGrid:
+    """Each row's ``needed`` grid indices (``[B, T]`` booleans) padded to the longest row's
+    count with unneeded ones: first those before the row's last needed index, then the nearest
+    after it (module docstring)."""
+    steps = t.shape[0]
+    position = torch.arange(steps, device=needed.device)
     last = torch.where(needed, position, 0).amax(dim=1, keepdim=True)
     # sort key: needed times first, then the unneeded ones up to the last needed time, then those
     # after it, each class in time order; the n smallest keys of a row are its grid
