@@ -377,14 +377,14 @@ class LatentODEModule(ODEModule):
         std = (0.5 * logvar).exp()
         z0 = mu + std * torch.randn((self.n_samples, *mu.shape), device=mu.device, dtype=mu.dtype)
         consistency = self.consistency_weight > 0 and self.training
+        t, values, mask = self.likelihood_grid(batch)
         if consistency and not self.consistency_to_encoder:
             # one solve for both: the ELBO's paths and, from z0 without gradient, the paths the
-            # consistency term trains the flow on
-            paths, x_mean = self.decode(torch.cat([z0, z0.detach()]), batch["t_obs"])
+            # consistency term trains the flow on (on the shared grid: time_grid="union")
+            paths, x_mean = self.decode(torch.cat([z0, z0.detach()]), t)
             z, flow_paths = paths[: self.n_samples], paths[self.n_samples :]
             x_mean = x_mean[: self.n_samples]
         else:
-            t, values, mask = self.likelihood_grid(batch)
             z, x_mean = self.decode(z0, t)
             flow_paths = z
         log_px = gaussian_log_likelihood(values, x_mean, self.obs_std, mask)
