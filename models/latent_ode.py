@@ -52,6 +52,7 @@ from models.components.objectives import (
 )
 from models.components.ode_solver import ODESolver, solver_config
 from models.components.schedules import check_scheduler
+from models.components.time_grids import check_time_grid, sample_grid
 from models.latent_ode_plots import plot_latents, plot_prior_samples, plot_reconstructions
 
 
@@ -200,6 +201,15 @@ class LatentODEModule(ODEModule):
             or ``cosine``; see :mod:`models.components.schedules`).
         solver: the solve's settings, a :class:`node.SolverConfig` (or a mapping of its
             fields); the ODE-RNN encoder uses the same solver.
+        time_grid: the output times of the solves the likelihood needs (training's bound,
+            evaluation's ``loss``/``elbo``, ``refine_steps``/``amortise_weight``'s refinement):
+            ``union``, the batch's shared grid for every series (one joint solve); or
+            ``per_sample``, each series' own observed times, solved per sample (each series
+            with its own steps and end; see :mod:`models.components.time_grids`). The ODE-RNN
+            encoder then also solves between each series' own observation times. Predictions
+            (metrics, plots) need every series at every time and always use the shared grid.
+            ``per_sample`` needs a solver config that node can solve per sample (an explicit
+            adaptive method; ``gradient="direct"`` so far) and no ``consistency_weight``.
     """
 
     def __init__(
@@ -236,6 +246,7 @@ class LatentODEModule(ODEModule):
         lr_milestones: Sequence[int] = (),
         lr_gamma: float = 0.1,
         solver: node.SolverConfig | Mapping[str, Any] | None = None,
+        time_grid: str = "union",
     ) -> None:
         super().__init__()
         # the hyperparameters keep the solver as plain values (its fields), so that logs and
@@ -280,9 +291,18 @@ class LatentODEModule(ODEModule):
         check_scheduler(scheduler, lr_milestones, lr_gamma)
         self.objective = objective
         self.latent_dim = latent_dim
+        self.time_grid = check_time_grid(time_grid)
 
         self.solver = ODESolver(solver_cfg)
-        self.encoder = build_encoder(encoder, obs_dim, latent_dim, encoder_hidden, self.solver)
+        if time_grid == "per_sample":
+            if self.consistency_weight > 0:
+                # its target is every series' latent state at one shared grid index
+                raise ValueError("model.time_grid='per_sample' does not support "
+                                 "model.consistency_weight > 0 (it needs every series' path on "
+                                 f"the shared grid), got consistency_weight={consistency_weight!r}")
+            self.solver.check_per_sample("model.time_grid='per_sample'")
+        self.encoder = build_encoder(encoder, obs_dim, latent_dim, encoder_hidden, self.solver,
+                                     per_sample=time_grid == "per_sample")
         if dynamics_activation not in ACTIVATIONS:
             raise ValueError(
                 f"model.dynamics_activation must be one of {list(ACTIVATIONS)}, "
@@ -318,11 +338,30 @@ class LatentODEModule(ODEModule):
 
     def decode(self, z0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent paths and decoded means from ``z0`` of shape ``[..., L]``:
-        ``([..., T, L], [..., T, D])``."""
+        ``([..., T, L], [..., T, D])``.
+
+        ``t``: ``[T]`` shared times, or ``[B, T]`` each series' own times (``B`` the last
+        leading dimension of ``z0``; solved per sample)."""
         lead = z0.shape[:-1]
+        steps = t.shape[-1]
+        if t.dim() == 2:  # the same times for every sample of a series
+            t = t.expand(*lead, steps).reshape(-1, steps)
         z = self.latent_path(z0.reshape(-1, self.latent_dim), t)
-        z = z.reshape(*lead, len(t), self.latent_dim)
+        z = z.reshape(*lead, steps, self.latent_dim)
         return z, self.decoder(z)
+
+    def likelihood_grid(
+        self, batch: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(t, values, mask)``: the times where the likelihood needs the latent paths and the
+        batch's values and mask there. ``time_grid="union"``: the shared ``t_obs`` (``[T]``);
+        ``"per_sample"``: each series' own times (``[B, n]``, see
+        :func:`~models.components.time_grids.sample_grid`)."""
+        if self.time_grid == "union":
+            return batch["t_obs"], batch["values"], batch["mask"]
+        grid = sample_grid(batch["t_obs"], batch["mask"])
+        values, mask = grid.batch(batch)
+        return grid.times, values, mask
 
     def loss_terms(
         self,
@@ -338,16 +377,17 @@ class LatentODEModule(ODEModule):
         std = (0.5 * logvar).exp()
         z0 = mu + std * torch.randn((self.n_samples, *mu.shape), device=mu.device, dtype=mu.dtype)
         consistency = self.consistency_weight > 0 and self.training
+        t, values, mask = self.likelihood_grid(batch)
         if consistency and not self.consistency_to_encoder:
             # one solve for both: the ELBO's paths and, from z0 without gradient, the paths the
-            # consistency term trains the flow on
-            paths, x_mean = self.decode(torch.cat([z0, z0.detach()]), batch["t_obs"])
+            # consistency term trains the flow on (on the shared grid: time_grid="union")
+            paths, x_mean = self.decode(torch.cat([z0, z0.detach()]), t)
             z, flow_paths = paths[: self.n_samples], paths[self.n_samples :]
             x_mean = x_mean[: self.n_samples]
         else:
-            z, x_mean = self.decode(z0, batch["t_obs"])
+            z, x_mean = self.decode(z0, t)
             flow_paths = z
-        log_px = gaussian_log_likelihood(batch["values"], x_mean, self.obs_std, batch["mask"])
+        log_px = gaussian_log_likelihood(values, x_mean, self.obs_std, mask)
         bound = variational_bound(self.objective, log_px, z0, mu, logvar, beta)
         kl = kl_standard_normal(mu, logvar)
         terms = {
@@ -383,7 +423,8 @@ class LatentODEModule(ODEModule):
     def sleep_term(self, batch: Mapping[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
         r""":math:`-\log q(z_s \mid x_s)` averaged over series, for series :math:`x_s` generated
         by the model from states :math:`z_s` on the latent paths ``z`` (``[S, B, T, L]``; see
-        ``sleep_weight``). The gradient reaches the encoder only."""
+        ``sleep_weight``; ``T``: the times of :meth:`likelihood_grid`). The gradient reaches the
+        encoder only."""
         paths = z.detach()[0]
         size, steps = paths.shape[:2]
         k = torch.randint(0, steps, (size,), device=paths.device)
@@ -432,7 +473,8 @@ class LatentODEModule(ODEModule):
         inference mode and ``no_grad``."""
         with torch.inference_mode(False), torch.enable_grad():
             # tensors made under inference mode cannot enter autograd: copy them out of it
-            values, mask, t = (batch[k].clone() for k in ("values", "mask", "t_obs"))
+            copy = {k: batch[k].clone() for k in ("values", "mask", "t_obs")}
+            t, values, mask = self.likelihood_grid(copy)
             z0 = mu.detach().clone().requires_grad_(True)
             optimizer = torch.optim.Adam([z0], lr=self.refine_lr)
             for _ in range(self.refine_steps if steps is None else steps):

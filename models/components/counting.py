@@ -8,6 +8,12 @@ and keeps its statistics until :meth:`EvaluationCounter.snapshot` finds the back
 filled in. (``gradient="direct"`` differentiates the recorded operations and calls ``func`` no
 more: its backward counts are zero.)
 
+A per-sample solve (``per_sample=True``) reports its work per sample (``[B]`` tensors); what it
+costs is its batched calls of ``func`` (``n_calls``, each evaluates every sample, as one
+evaluation of a joint solve does) and its loop iterations (``n_iterations``, each one step
+attempt of every running sample): those are counted as its ``nfe`` and steps, and its rejected
+steps are those of the sample that rejected most.
+
 Counters only grow; a phase (a forward pass, a ``backward()``) is measured as the difference of
 two :meth:`EvaluationCounter.snapshot` readings.
 """
@@ -51,9 +57,14 @@ class EvaluationCounter:
     def track(self, stats: dict, backward: bool = False) -> None:
         """Count a solve's forward statistics; with ``backward``, also its backward ones once
         ``backward()`` has filled them in."""
-        self.nfe += int(stats.get("nfe", 0))
-        self.steps += int(stats.get("n_steps", 0))
-        self.rejected += int(stats.get("n_rejected", 0))
+        if "n_calls" in stats:  # per-sample solve (module docstring)
+            self.nfe += int(stats["n_calls"])
+            self.steps += int(stats["n_iterations"])
+            self.rejected += int(stats["n_rejected"].max())
+        else:
+            self.nfe += int(stats.get("nfe", 0))
+            self.steps += int(stats.get("n_steps", 0))
+            self.rejected += int(stats.get("n_rejected", 0))
         if backward:
             self._pending.append(stats)
             del self._pending[: -self.MAX_PENDING]

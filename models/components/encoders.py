@@ -11,7 +11,9 @@ observed at :math:`t_i` keeps its hidden state there. Both return ``(mu, logvar)
   (``encoder="rnn"``); ``encoder="gru"`` reads the same inputs with a GRU cell.
 * :class:`ODERNN` (Rubanova et al., 2019): between observation times the hidden state follows
   its own ODE :math:`dh/dt = g(h)` (solved backwards with the model's :class:`ODESolver`); at an
-  observation a GRU cell updates it: :math:`h \leftarrow \mathrm{GRU}([x_i, m_i], h)`.
+  observation a GRU cell updates it: :math:`h \leftarrow \mathrm{GRU}([x_i, m_i], h)`. With
+  ``per_sample``, each series' hidden ODE is solved from one of its own observation times to
+  the next (per-sample solves) instead of between all the batch's observation times.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import nn
 
 from models.components.mlp import MLP, AutonomousField
 from models.components.ode_solver import ODESolver
+from models.components.time_grids import grid_of
 
 ENCODERS = ("rnn", "gru", "odernn")
 
@@ -72,14 +75,21 @@ class RecognitionRNN(nn.Module):
 class ODERNN(nn.Module):
     """Backward ODE-RNN encoder (module docstring).
 
-    The hidden ODE is solved only between times at which some series of the batch has an
-    observation (in between, nothing would change the hidden state but the flow itself).
+    Every series starts from :math:`h = 0` at the batch's last observation time. The hidden ODE
+    is solved only between times at which some series of the batch has an observation (in
+    between, nothing would change the hidden state but the flow itself). With ``per_sample``,
+    between each series' own observation times instead (padded to equal counts with the batch's
+    other observation times, where a series' update is masked; see
+    :func:`~models.components.time_grids.grid_of`): fewer, longer solves, each series with its
+    own steps; by the flow's composition the same encoding, to the solver's tolerance.
     """
 
-    def __init__(self, obs_dim: int, latent_dim: int, hidden_dim: int, solver: ODESolver) -> None:
+    def __init__(self, obs_dim: int, latent_dim: int, hidden_dim: int, solver: ODESolver,
+                 per_sample: bool = False) -> None:
         super().__init__()
         self.hidden_dim = hidden_dim
         self.solver = solver
+        self.per_sample = per_sample
         self.dynamics = AutonomousField(MLP(hidden_dim, hidden_dim, hidden_dim, 1, "tanh"))
         self.cell = nn.GRUCell(2 * obs_dim, hidden_dim)
         self.out = nn.Linear(hidden_dim, 2 * latent_dim)
@@ -91,6 +101,10 @@ class ODERNN(nn.Module):
         batch = values.shape[0]
         h = values.new_zeros(batch, self.hidden_dim)
         observed = mask.amax(dim=-1) > 0
+        if self.per_sample:
+            h = self._per_sample(t, values, mask, observed, h)
+            mu, logvar = self.out(h).chunk(2, dim=-1)
+            return mu, logvar
         times = torch.nonzero(observed.any(dim=0)).flatten().tolist()
         t_h = None
         for i in reversed(times):
@@ -105,12 +119,33 @@ class ODERNN(nn.Module):
         return mu, logvar
 
 
+    def _per_sample(self, t, values, mask, observed, h) -> torch.Tensor:
+        """The final hidden state with per-sample solves between each series' own times."""
+        union = observed.any(dim=0)
+        if not bool(union.any()):
+            return h
+        needed = observed.clone()
+        needed[:, 0] = True
+        needed[:, int(torch.nonzero(union).max())] = True  # where every series starts
+        index = grid_of(t, needed).index  # [B, n], increasing; read backwards
+        rows = torch.arange(values.shape[0], device=values.device)
+        for j in range(index.shape[1] - 1, -1, -1):
+            i = index[:, j]
+            if j < index.shape[1] - 1:
+                h = self.solver(self.dynamics, h, torch.stack([t[index[:, j + 1]], t[i]], 1))[-1]
+            h_new = self.cell(torch.cat([values[rows, i], mask[rows, i]], dim=-1), h)
+            h = torch.where(observed[rows, i].unsqueeze(-1), h_new, h)
+        return h
+
+
 def build_encoder(
-    kind: str, obs_dim: int, latent_dim: int, hidden_dim: int, solver: ODESolver
+    kind: str, obs_dim: int, latent_dim: int, hidden_dim: int, solver: ODESolver,
+    per_sample: bool = False,
 ) -> nn.Module:
-    """``"rnn"`` -> :class:`RecognitionRNN`, ``"odernn"`` -> :class:`ODERNN`."""
+    """``"rnn"`` -> :class:`RecognitionRNN`, ``"odernn"`` -> :class:`ODERNN` (``per_sample``:
+    its solves per series)."""
     if kind in ("rnn", "gru"):
         return RecognitionRNN(obs_dim, latent_dim, hidden_dim, "gru" if kind == "gru" else "elman")
     if kind == "odernn":
-        return ODERNN(obs_dim, latent_dim, hidden_dim, solver)
+        return ODERNN(obs_dim, latent_dim, hidden_dim, solver, per_sample)
     raise ValueError(f"encoder must be one of {list(ENCODERS)}, got {kind!r}")

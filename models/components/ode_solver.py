@@ -11,6 +11,11 @@ the app on top:
 
 Function evaluations and steps are read from each solution's statistics
 (:mod:`models.components.counting`), forward and, after ``backward()``, backward.
+
+``per_sample=True`` (or ``t`` of shape ``[B, T]``: each sample's own output times) solves each
+sample of the batch with its own steps (node's per-sample solving);
+:meth:`ODESolver.check_per_sample` says beforehand whether the config allows it (an explicit
+adaptive method; ``gradient="direct"`` until node's per-sample solves support the other modes).
 """
 
 from __future__ import annotations
@@ -76,11 +81,32 @@ class ODESolver(nn.Module):
     def counts(self) -> EvaluationCounts:
         return self.counter.snapshot()
 
+    def check_per_sample(self, what: str) -> None:
+        """Raise a ``ValueError`` naming ``what`` (the option that asks for per-sample solves)
+        if this config cannot solve per sample.
+
+        Design decision: rather than restating node's rules (which methods, options and
+        gradient modes per-sample solves support; they grow), ask node: a tiny per-sample solve
+        of ``dy/dt = -y`` with this config, in its gradient mode, and pass on node's reason."""
+        y0 = torch.ones(2, 1, requires_grad=True)
+        t = torch.tensor([[0.0, 0.5], [0.0, 1.0]])
+        overrides: dict[str, Any] = {}
+        if self.config.gradient == "adjoint":
+            overrides["adjoint_params"] = ()
+        try:
+            with torch.enable_grad():
+                self.config.solve(lambda t, y: -y, y0, t, **overrides)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{what} needs per-sample solves, which this solver config does "
+                             f"not allow: {error}") from error
+
     def forward(
-        self, func: nn.Module, y0: torch.Tensor, t: torch.Tensor, rtol=None, atol=None
+        self, func: nn.Module, y0: torch.Tensor, t: torch.Tensor, rtol=None, atol=None,
+        per_sample: bool = False,
     ) -> torch.Tensor:
         """The solution at times ``t``: a tensor ``[len(t), *y0.shape]`` (a tuple of such for a
-        tuple state ``y0``).
+        tuple state ``y0``); with ``per_sample`` or ``t`` of shape ``[B, T]``, each sample of
+        ``y0``'s leading dimension solved with its own steps, result ``[T, *y0.shape]``.
 
         ``rtol``, ``atol``: tolerances of this forward solve instead of the configured ones, in
         any form ``node`` accepts (e.g. a tuple with one entry per tensor of a tuple state;
@@ -103,6 +129,8 @@ class ODESolver(nn.Module):
                 overrides["adjoint_rtol"] = config.rtol
             if atol is not None and config.adjoint_atol is None:
                 overrides["adjoint_atol"] = config.atol
+        if per_sample:
+            overrides["per_sample"] = True
         solution = config.solve(func, y0, t, **overrides)
         self.counter.track(solution.stats, backward=backward)
         return solution.ys
