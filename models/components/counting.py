@@ -12,7 +12,8 @@ A per-sample solve (``per_sample=True``) reports its work per sample (``[B]`` te
 costs is its batched calls of ``func`` (``n_calls``, each evaluates every sample, as one
 evaluation of a joint solve does) and its loop iterations (``n_iterations``, each one step
 attempt of every running sample): those are counted as its ``nfe`` and steps, and its rejected
-steps are those of the sample that rejected most.
+steps are those of the sample that rejected most. Its backward pass counts the same way
+(``n_calls_backward``; the adjoint's ``n_iterations_backward`` as steps).
 
 Counters only grow; a phase (a forward pass, a ``backward()``) is measured as the difference of
 two :meth:`EvaluationCounter.snapshot` readings.
@@ -72,7 +73,10 @@ class EvaluationCounter:
     def snapshot(self) -> EvaluationCounts:
         waiting = []
         for stats in self._pending:
-            if "nfe_backward" in stats:
+            if "n_calls_backward" in stats:  # per-sample: batched calls, loop iterations
+                self.nfe += int(stats["n_calls_backward"])
+                self.steps += int(stats.get("n_iterations_backward", 0))
+            elif "nfe_backward" in stats:
                 self.nfe += int(stats["nfe_backward"])
                 self.steps += int(stats.get("n_steps_backward", 0))
             else:

@@ -119,13 +119,39 @@ def test_counter_counts_a_per_sample_solve_by_its_batched_calls():
     assert counts.nfe >= int(solution.stats["nfe"].max())
 
 
+@pytest.mark.parametrize("gradient", ["checkpoint", "adjoint"])
+def test_counter_counts_a_per_sample_backward_pass(gradient):
+    counter = EvaluationCounter()
+
+    class Field(torch.nn.Module):  # a module, as the models' fields are
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 2)
+
+        def forward(self, t, y):
+            return self.linear(y)
+
+    y0 = torch.ones(3, 2, requires_grad=True)
+    solution = node.solve(Field(), y0, torch.tensor([[0.0, 1.0], [0.0, 2.0], [0.0, 3.0]]),
+                          gradient=gradient)
+    counter.track(solution.stats, backward=True)
+    before = counter.snapshot()
+    solution.ys[-1].sum().backward()
+    after = counter.snapshot()
+    assert after.nfe - before.nfe == solution.stats["n_calls_backward"] > 0
+    if gradient == "adjoint":
+        assert after.steps - before.steps == solution.stats["n_iterations_backward"] > 0
+
+
 def test_time_grid_is_validated_and_saved():
     with pytest.raises(ValueError, match=r"model.time_grid must be one of \['union', "
                                          r"'per_sample'\], got 'shared'"):
         LatentODEModule(obs_dim=1, time_grid="shared")
-    with pytest.raises(ValueError, match="time_grid='per_sample'.*fixed grid"):
-        LatentODEModule(obs_dim=1, time_grid="per_sample", solver=dict(method="rk4",
-                                                                       step_size=0.1))
+    with pytest.raises(ValueError, match="time_grid='per_sample'.*explicit Runge-Kutta"):
+        LatentODEModule(obs_dim=1, time_grid="per_sample", solver=dict(method="kvaerno5"))
+    # fixed grids and the checkpoint and adjoint modes solve per sample
+    LatentODEModule(obs_dim=1, time_grid="per_sample", solver=dict(method="rk4", step_size=0.1))
+    LatentODEModule(obs_dim=1, time_grid="per_sample", solver=dict(gradient="adjoint"))
     with pytest.raises(ValueError, match="time_grid='per_sample'.*consistency_weight"):
         LatentODEModule(obs_dim=1, time_grid="per_sample", consistency_weight=1.0)
     model = LatentODEModule(obs_dim=1, time_grid="per_sample")
