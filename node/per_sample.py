@@ -340,7 +340,7 @@ def integrate_per_sample(
         K_bsn = w.K_bsn if buffered else outputs.stages_view(K)
         if tape is not None:
             tape.record(tau, tau_next, h, y, k0, flags[0] & accepted)
-        outputs.record(tau, tau_next, h, y, K_bsn, flags, accepted)
+        outputs.record(tau, tau_next, h, y, K_bsn, flags, accepted, K)
         y_start = y
         y = torch.where(accepted, y1, y)
         if observer is not None:
