@@ -9,9 +9,10 @@ A step of all samples is one explicit Runge-Kutta step with per-sample ``h``:
     ratio_b = h_b * || e^T K / (atol + rtol * max(|y0|, |y1|)) ||_RMS over sample b's elements
 
 so each stage is ONE batched ``func`` call with ``t`` of shape ``[B, 1, ..., 1]``. The
-controller is torchdiffeq's integral controller applied element-wise:
+controller (:mod:`node.per_sample_controllers`) is the joint loop's applied element-wise, by
+default torchdiffeq's integral controller
 ``h_b <- h_b * clip(safety * ratio_b^(-1/k), lo_b, ifactor)`` with ``lo_b = 1`` after an
-accepted step and ``dfactor`` after a rejected one.
+accepted step and ``dfactor`` after a rejected one; ``controller="pid"`` the PID controller.
 
 Design decisions:
 
@@ -29,7 +30,7 @@ Design decisions:
 * Step sizes and times are float64 tensors whatever the state's dtype, and never differentiated
   (the gradient is that of the discretised solution for the steps taken, as in the joint loop).
 
-Not yet here: ``step_t``/``jump_t``, a user ``norm``, the PID controller, step callbacks,
+Not yet here: ``step_t``/``jump_t``, a user ``norm``, step callbacks,
 progress bars (rejected or warned about by :mod:`node.per_sample_solve`).
 """
 
@@ -44,6 +45,7 @@ import torch
 
 from node.errors import Status
 from node.options import AdaptiveOptions
+from node.per_sample_controllers import make_sample_controller
 from node.per_sample_outputs import DenseOutputs
 from node.runge_kutta import RKCoefficients
 from node.state import StateLayout, check_derivative
@@ -168,7 +170,7 @@ class _Work:
         self.buffered = buffered
         names = ("K", "Kt", "K_bsn", "rows", "shaped", "kt", "T", "Tu", "times", "t1", "inc",
                  "inc_bn", "stage", "stage_shaped", "err", "err_bn", "abs0", "abs1", "norm", "rp",
-                 "x", "thr")
+                 "thr")
         for name in names:
             setattr(self, name, None)
         self.a = co.a
@@ -192,7 +194,7 @@ class _Work:
         self.err_bn = self.err.view(batch, numel)
         self.abs0, self.abs1 = torch.empty_like(self.stage), torch.empty_like(self.stage)
         self.norm = torch.empty((batch, 1), dtype=dtype, device=device)
-        self.rp, self.x, self.thr = (torch.empty((batch, 1), **f64) for _ in range(3))
+        self.rp, self.thr = (torch.empty((batch, 1), **f64) for _ in range(2))
 
     def _stages(self, K: torch.Tensor) -> None:
         bn, shape, stages, _ = self.shapes
@@ -269,10 +271,9 @@ def integrate_per_sample(
     # Controller: safety * r^(-1/k) = (r * safety^-k)^(-1/k). The loop works with
     # rp = r * safety^-k (accepted: rp <= safety^-k), that factor and the RMS's 1/sqrt(N)
     # folded into b_error.
-    exponent = -1.0 / co.order
     pre = options.safety ** (-co.order)
     b_error = co.b_error * (pre / math.sqrt(numel))
-    ifactor, dfactor = options.ifactor, options.dfactor
+    controller = make_sample_controller(co.order, options, pre, batch, device)
     # The times of all stages and tau + h, of every sample, in one op: T = tau + c h.
     c_col = torch.tensor(tuple(co.c) + (1.0,), **f64).view(-1, 1, 1)
     nonneg = bool((tau >= 0).all())  # solver times then stay >= 0: |tau| = tau
@@ -353,11 +354,7 @@ def integrate_per_sample(
                 k0 = torch.where(accepted, K[last].view(batch, numel), k0)
         with quiet:
             active = tau_next < t_stop
-            # The integral controller, element-wise: a NaN or inf ratio gives dfactor (fmax
-            # drops the NaN), a zero ratio ifactor. (torchdiffeq's lo is 1 only for ratio < 1;
-            # ratio == 1 exactly, a measure-zero case, grows by 1 here instead of 0.9.)
-            factor = torch.pow(rp, exponent, out=w.x)
-            factor = torch.fmax(factor, grow, out=w.x).clamp_(dfactor, ifactor)
+            factor = controller.factor(rp, accepted, grow)
             h_try = h
             h = h * factor
             if clamped:

@@ -187,8 +187,6 @@ def _check_options(opts) -> None:
         unsupported.append("jump_t")
     if opts.norm is not None:
         unsupported.append("norm")
-    if opts.controller != "integral":
-        unsupported.append(f"controller={opts.controller!r}")
     if opts.progress:
         unsupported.append("progress")
     if unsupported:
