@@ -30,7 +30,7 @@ Design decisions:
 * Step sizes and times are float64 tensors whatever the state's dtype, and never differentiated
   (the gradient is that of the discretised solution for the steps taken, as in the joint loop).
 
-Not yet here: ``step_t``/``jump_t``, a user ``norm``, step callbacks,
+Not yet here: ``step_t``/``jump_t``, step callbacks,
 progress bars (rejected or warned about by :mod:`node.per_sample_solve`).
 """
 
@@ -92,11 +92,15 @@ class SampleField:
 class SampleErrorScale:
     """The error test of every sample: ``atol + rtol * max(|y0|, |y1|)`` scaling (rtol, atol:
     numbers or tensors broadcasting against ``[B, N]``; an infinite entry is left out of the
-    test as in :mod:`node.tolerance`) and the RMS over each sample's ``N`` elements."""
+    test as in :mod:`node.tolerance`) and the RMS over each sample's ``N`` elements, or the
+    user's ``norm``: called on the scaled errors of all samples at once, in the state's shape
+    ``shape`` (``[B, ...]``), it returns each sample's norm, ``[B]``."""
 
-    def __init__(self, rtol, atol, batch: int, numel: int, dtype, device) -> None:
+    def __init__(self, rtol, atol, batch: int, numel: int, dtype, device, norm=None,
+                 shape=None) -> None:
         rtol, atol = _exclude_infinite(rtol, atol)
         self.batch, self.numel = batch, numel
+        self.user_norm, self.shape = norm, shape
 
         def full(tol):  # contiguous [B, N] tensors: no broadcasting in the elementwise ops
             if not isinstance(tol, torch.Tensor):
@@ -113,23 +117,41 @@ class SampleErrorScale:
             return torch.addcmul(self.atol, magnitude, self.rtol, out=out)
         return torch.add(self.atol, magnitude, alpha=self.rtol, out=out)
 
-    def rms(self, x: torch.Tensor) -> torch.Tensor:
-        """RMS of each sample of a ``[B, N]`` tensor, as float64 ``[B]``."""
+    def norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The norm (RMS or the user's) of each sample of a ``[B, N]`` tensor, float64 ``[B]``."""
+        if self.user_norm is not None:
+            return self._user(x)
         return (torch.linalg.vector_norm(x, dim=1) / math.sqrt(self.numel)).double()
+
+    def ratio(self, err: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """With a user norm: each sample's error ratio ``norm(h_b * err_b)`` (``err``: the
+        scaled ``[B, N]`` error estimate without the step, overwritten), float64 ``[B, 1]``; as
+        the joint loop, which calls a user norm on the error including the step."""
+        return self._user(err.mul_(h)).view(self.batch, 1)
+
+    def _user(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.user_norm(x.reshape(self.shape))
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (self.batch,):
+            got = (f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor)
+                   else type(out).__name__)
+            raise ValueError(f"options['norm'] with per_sample=True must return one norm per "
+                             f"sample, a tensor of shape ({self.batch},) (it receives the "
+                             f"scaled errors of all samples, shaped like y0), got {got}")
+        return out.double()
 
     def initial_step(self, field, tau0, user, y0, f0, order: int, direction) -> torch.Tensor:
         """Hairer's automatic first step (Solving ODEs I, sec. II.4) of every sample (``[B]``
         from ``[B, N]`` states), as :meth:`node.tolerance.ErrorScale.initial_step` computes it
         for one. One ``func`` call."""
         scale = self.scale(y0.abs())
-        d0, d1 = self.rms(y0 / scale), self.rms(f0 / scale)
+        d0, d1 = self.norm(y0 / scale), self.norm(f0 / scale)
         finite = torch.isfinite(d0) & torch.isfinite(d1)
         small = ~finite | (d0 < 1e-5) | (d1 < 1e-5)
         h0 = torch.where(small, 1e-6, 0.01 * d0 / d1)
         step = (h0 * direction).to(y0.dtype)[:, None]
         f1 = field(user(tau0 + h0).view(field.t_shape), (y0 + step * f0).view(field.shape))
         f1 = f1.reshape(y0.shape)
-        d2 = self.rms((f1 - f0) / scale) / h0
+        d2 = self.norm((f1 - f0) / scale) / h0
         flat = (d1 <= 1e-15) & (d2 <= 1e-15)
         h1 = torch.where(flat, torch.clamp_min(h0 * 1e-3, 1e-6),
                          (0.01 / torch.maximum(d1, d2)) ** (1.0 / order))
@@ -272,7 +294,8 @@ def integrate_per_sample(
     # rp = r * safety^-k (accepted: rp <= safety^-k), that factor and the RMS's 1/sqrt(N)
     # folded into b_error.
     pre = options.safety ** (-co.order)
-    b_error = co.b_error * (pre / math.sqrt(numel))
+    custom = errors.user_norm is not None  # then b_error as it is (the user's norm has its own)
+    b_error = co.b_error if custom else co.b_error * (pre / math.sqrt(numel))
     controller = make_sample_controller(co.order, options, pre, batch, device)
     # The times of all stages and tau + h, of every sample, in one op: T = tau + c h.
     c_col = torch.tensor(tuple(co.c) + (1.0,), **f64).view(-1, 1, 1)
@@ -326,8 +349,11 @@ def integrate_per_sample(
             err = w.err_bn if buffered else err.view(batch, numel)
             mag = torch.maximum(torch.abs(y, out=w.abs0), torch.abs(y1, out=w.abs1), out=w.abs0)
             err.div_(errors.scale(mag, out=w.abs1))
-            rp = torch.linalg.vector_norm(err, dim=1, keepdim=True, out=w.norm)
-            rp = torch.mul(rp if rp.dtype == torch.float64 else rp.double(), h, out=w.rp)
+            if custom:
+                rp = torch.mul(errors.ratio(err, h), pre, out=w.rp)
+            else:
+                rp = torch.linalg.vector_norm(err, dim=1, keepdim=True, out=w.norm)
+                rp = torch.mul(rp if rp.dtype == torch.float64 else rp.double(), h, out=w.rp)
             accepted = rp <= pre  # False for NaN too
             grow = accepted
             if forced is not None:

@@ -75,8 +75,9 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
             # the flattening closure hides func's parameters from the adjoint: name them
             adjoint_args = (tuple(func.parameters()), *adjoint_args[1:])
         return solve_tuple_per_sample(
-            lambda f, y, t_, r, a: solve_per_sample(
-                f, y, t_, method=method, rtol=r, atol=a, options=options, gradient=gradient,
+            lambda f, y, t_, r, a, unflatten: solve_per_sample(
+                f, y, t_, method=method, rtol=r, atol=a,
+                options=_tuple_norm(options, unflatten), gradient=gradient,
                 on_failure=on_failure, progress=progress, adjoint_args=adjoint_args),
             func, y0, t, rtol, atol)
     check_func(func)
@@ -108,7 +109,7 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
     layout = inputs.layout
     co = coefficients(tableau, layout.dtype, layout.device)
     errors = SampleErrorScale(inputs.rtol, inputs.atol, inputs.batch, inputs.numel,
-                              layout.dtype, layout.device)
+                              layout.dtype, layout.device, opts.norm, layout.shapes[0])
     f = SampleField(func, layout, opts.dtype)
     job = None
     if gradient == "adjoint":
@@ -124,6 +125,15 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
     if job is not None:
         job.stats = solution.stats  # the backward pass adds its statistics there
     return solution
+
+
+def _tuple_norm(options, unflatten):
+    """The options of a tuple state's flat solve: a user ``norm`` gets the tuple of
+    ``[B, ...]`` errors, not the flat ``[B, N]`` one."""
+    norm = options.get("norm") if isinstance(options, dict) else None
+    if norm is None or not callable(norm):
+        return options
+    return dict(options, norm=lambda x: norm(unflatten(x)))
 
 
 def _explicit_adaptive(tableau, options, argument: str, name) -> None:
@@ -152,6 +162,8 @@ def _backward_solve(tableau, options, inputs, adjoint_args):
                              f"({back_tableau.name!r}) differs from method ({tableau.name!r}) "
                              "and options are given")
         back_options = dict(options or {}) if back_tableau.name == tableau.name else {}
+        # A user norm is one of the state's: the backward solve of [y, a] tests the RMS.
+        back_options.pop("norm", None)
     elif not isinstance(back_options, dict):
         raise TypeError(f"adjoint_options must be a dict or None, got "
                         f"{type(back_options).__name__}")
@@ -185,13 +197,10 @@ def _check_options(opts) -> None:
         unsupported.append("step_t")
     if opts.jump_t:
         unsupported.append("jump_t")
-    if opts.norm is not None:
-        unsupported.append("norm")
     if opts.progress:
         unsupported.append("progress")
     if unsupported:
-        raise ValueError(f"option(s) {unsupported} are not supported with per_sample=True (yet); "
-                         "each sample's error is the RMS over its own elements")
+        raise ValueError(f"option(s) {unsupported} are not supported with per_sample=True (yet)")
 
 
 def _finish(run, inputs, opts, on_failure) -> PerSampleSolution:
