@@ -47,6 +47,7 @@ from node.errors import Status
 from node.options import AdaptiveOptions
 from node.per_sample_controllers import make_sample_controller
 from node.per_sample_outputs import DenseOutputs
+from node.per_sample_stops import SampleStops, after_cut
 from node.runge_kutta import RKCoefficients
 from node.state import StateLayout, check_derivative
 from node.tolerance import _exclude_infinite
@@ -78,10 +79,17 @@ class SampleField:
         self._checked = False
         self._cast = None
 
-    def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, t: torch.Tensor, y: torch.Tensor, perturb=None, toward=None
+                 ) -> torch.Tensor:
+        """``perturb`` (``[B, 1]`` bool, optional): the samples whose time is moved to the next
+        representable one (in ``func``'s time dtype) towards ``toward`` (``+-inf``: a number,
+        or ``[B, 1]``), just before or after a discontinuity (``jump_t``)."""
         self.calls += 1
         if self.time_dtype is not None:
             t = t.to(self.time_dtype)
+        if perturb is not None:
+            toward = toward.view(self.t_shape) if isinstance(toward, torch.Tensor) else toward
+            t = torch.nextafter(t, torch.where(perturb.view(self.t_shape), toward, t))
         out = self.func(t, y)
         if not self._checked:
             self._cast = check_derivative(out, self.layout)
@@ -245,6 +253,7 @@ def integrate_per_sample(
     errors: SampleErrorScale,
     observer=None,
     tape=None,
+    stops: SampleStops | None = None,
 ) -> SampleRun:
     """Integrate every sample from ``taus[:, 0]`` through its output times ``taus[b]``
     (``[B, T]`` float64 solver times, increasing rows; ``direction``: ``+-1.0`` or ``[B]``).
@@ -254,7 +263,8 @@ def integrate_per_sample(
     the samples that took an accepted step) and returns ``[B, 1]`` the samples to stop there
     (successfully: a terminal event, :mod:`node.per_sample_events`).
     ``tape``: an object whose ``record(tau0, tau1, h, y, k0, taken)`` gets every iteration
-    (:class:`node.per_sample_checkpoint.SampleTape`)."""
+    (:class:`node.per_sample_checkpoint.SampleTape`).
+    ``stops``: each sample's ``step_t``/``jump_t`` (:mod:`node.per_sample_stops`)."""
     batch, n_out = taus.shape
     numel = y0.numel() // batch
     device, dtype = y0.device, y0.dtype
@@ -307,6 +317,13 @@ def integrate_per_sample(
     h_fail = torch.zeros_like(h)
     forced = torch.zeros((), dtype=torch.bool, device=device) if min_step > 0 else None
     a = w.a
+    # Stops: the rows of T at the step's end (c = 1, and t1) are set exactly onto a stop landed
+    # on; with jumps, those stages see the time just before it (in the solve's direction).
+    ends = [i for i, c in enumerate(co.c) if c == 1.0] + [stages]
+    jumps = stops is not None and stops.any_jump
+    before, after = (-math.inf * sign, math.inf * sign) if jumps else (None, None)
+    jump = None
+    n_jumps = torch.zeros((batch, 1), dtype=torch.long, device=device) if jumps else None
     # Without a graph, the loop's no-autograd sections need no context switch.
     quiet = torch.no_grad() if not buffered else contextlib.nullcontext()
     iteration = 0
@@ -318,11 +335,18 @@ def integrate_per_sample(
             h_fail = torch.where(flags[0], h, h_fail)
             break
         with quiet:
-            T = torch.addcmul(tau, c_col, h, out=w.T)
+            if stops is None:
+                h_eff = h
+                T = torch.addcmul(tau, c_col, h, out=w.T)
+            else:
+                h_eff, nxt, land, jump = stops.cut(tau, h, tau + h)
+                T = torch.addcmul(tau, c_col, h_eff, out=w.T)
+                for r in ends:
+                    torch.where(land, nxt, T[r], out=T[r])
             Tu = T if forward else torch.mul(T, sign, out=w.Tu)
             times = w.times if buffered else Tu.view(stages + 1, *t_shape).unbind(0)
             t1 = w.t1 if buffered else T[stages]
-        hs = h if forward else h * sign
+        hs = h_eff if forward else h_eff * sign
         if hs.dtype != dtype:
             hs = hs.to(dtype)
         if not buffered:
@@ -333,7 +357,11 @@ def integrate_per_sample(
             inc = torch.mv(kt[i], a[i], out=w.inc)
             yi = torch.addcmul(y, hs, w.inc_bn if buffered else inc.view(batch, numel),
                                out=w.stage)
-            out = field(times[i], w.stage_shaped if buffered else yi.view(shape))
+            if jump is not None and i in ends:
+                out = field(times[i], w.stage_shaped if buffered else yi.view(shape), jump,
+                            before)
+            else:
+                out = field(times[i], w.stage_shaped if buffered else yi.view(shape))
             if buffered:
                 w.shaped[i].copy_(out)
             else:
@@ -350,28 +378,30 @@ def integrate_per_sample(
             mag = torch.maximum(torch.abs(y, out=w.abs0), torch.abs(y1, out=w.abs1), out=w.abs0)
             err.div_(errors.scale(mag, out=w.abs1))
             if custom:
-                rp = torch.mul(errors.ratio(err, h), pre, out=w.rp)
+                rp = torch.mul(errors.ratio(err, h_eff), pre, out=w.rp)
             else:
                 rp = torch.linalg.vector_norm(err, dim=1, keepdim=True, out=w.norm)
-                rp = torch.mul(rp if rp.dtype == torch.float64 else rp.double(), h, out=w.rp)
+                rp = torch.mul(rp if rp.dtype == torch.float64 else rp.double(), h_eff,
+                               out=w.rp)
             accepted = rp <= pre  # False for NaN too
             grow = accepted
             if forced is not None:
                 # torchdiffeq's min_step: a step at the floor is accepted whatever its (finite)
                 # error; the next one is then chosen as after a rejection (as the joint loop).
-                at_floor = (h <= min_step) & torch.isfinite(rp) & ~accepted & flags[0]
+                at_floor = (torch.minimum(h, h_eff) <= min_step) & torch.isfinite(rp) \
+                    & ~accepted & flags[0]
                 forced = forced | at_floor.any()
                 grow = rp < pre
                 accepted = accepted | at_floor
             tau_next = torch.where(accepted, t1, tau)
         K_bsn = w.K_bsn if buffered else outputs.stages_view(K)
         if tape is not None:
-            tape.record(tau, tau_next, h, y, k0, flags[0] & accepted)
-        outputs.record(tau, tau_next, h, y, K_bsn, flags, accepted, K)
+            tape.record(tau, tau_next, h_eff, y, k0, flags[0] & accepted)
+        outputs.record(tau, tau_next, h_eff, y, K_bsn, flags, accepted, K)
         y_start = y
         y = torch.where(accepted, y1, y)
         if observer is not None:
-            stop = observer(tau, tau_next, h, y_start, y, K_bsn, accepted & flags[0])
+            stop = observer(tau, tau_next, h_eff, y_start, y, K_bsn, accepted & flags[0])
             t_stop = torch.where(stop, tau_next, t_stop)
         if reuse:
             if buffered:
@@ -382,7 +412,10 @@ def integrate_per_sample(
             active = tau_next < t_stop
             factor = controller.factor(rp, accepted, grow)
             h_try = h
-            h = h * factor
+            h = h_eff * factor
+            if stops is not None:  # after a step cut short to land: the joint loop's cap
+                h = after_cut(h, h_eff, h_try, rp, pre, -1.0 / co.order,
+                              land & accepted & (h_eff < h_try))
             if clamped:
                 h.clamp_(min_step, max_step)
             h.mul_(active)  # frozen: finished or failed samples step by 0
@@ -391,7 +424,11 @@ def integrate_per_sample(
             small = h <= torch.mul(tau_next if nonneg else tau_next.abs(), _UNDERFLOW, out=w.thr)
             if forced is not None:
                 small |= ~torch.isfinite(rp) & (h_try <= min_step) & active
-            flags = torch.stack((active, small))
+            if jumps:  # landed on a jump: func again just after it (row 2, summed for the sync)
+                jumped = jump & accepted & flags[0]
+                flags = torch.stack((active, small, jumped))
+            else:
+                flags = torch.stack((active, small))
             counts = flags.sum((1, 2))
             flush = outputs.due()
             if flush:
@@ -399,13 +436,18 @@ def integrate_per_sample(
             counts = counts.tolist()
         tau = tau_next
         if not reuse:
-            k0 = field((tau if forward else tau * sign).view(t_shape),
-                       y.view(shape)).reshape(batch, numel)
+            k0 = field((tau if forward else tau * sign).view(t_shape), y.view(shape),
+                       jumped if jumps else None, after).reshape(batch, numel)
             if buffered:
                 rows[0].copy_(k0)
+        elif jumps and counts[2]:
+            k_after = field((tau if forward else tau * sign).view(t_shape), y.view(shape),
+                            jumped, after).reshape(batch, numel)
+            k0 = torch.where(jumped, k_after, k0, out=rows[0] if buffered else None)
+            n_jumps += jumped
         iteration += 1
         if flush:
-            outputs.flush(counts[2])
+            outputs.flush(counts[-1])
         if counts[1] > batch - counts[0]:
             # Rare path: samples whose step size underflowed fail (NON_FINITE if their last
             # error was not finite: the step keeps producing NaN or inf), and are frozen.
@@ -413,7 +455,7 @@ def integrate_per_sample(
                 trouble = small & active
                 code = torch.where(torch.isfinite(rp), _STEP_TOO_SMALL, _NON_FINITE)
                 status = torch.where(trouble, code, status[:, None]).view(batch).to(torch.int8)
-                h_fail = torch.where(trouble, h_try * factor, h_fail)
+                h_fail = torch.where(trouble, h_eff * factor, h_fail)
                 t_stop = torch.where(trouble, -math.inf, t_stop)
                 flags = torch.stack((active & ~trouble, small))
                 counts[0] = int(flags[0].sum())
@@ -429,6 +471,8 @@ def integrate_per_sample(
     n_steps, n_accepted = outputs.counts()
     per_attempt = stages - 1
     nfe = 1 + int(automatic_first) + per_attempt * n_steps + (0 if reuse else n_accepted)
+    if n_jumps is not None and reuse:
+        nfe = nfe + n_jumps.view(batch)
     h = h.view(batch)
     h_final = torch.where(status == 0, h, h_fail.view(batch))
     k0 = k0.clone() if buffered else k0

@@ -28,6 +28,7 @@ from node.per_sample_adjoint import integrate_adjoint
 from node.per_sample_checkpoint import integrate_checkpointed
 from node.per_sample_fixed_grid import solve_fixed_grid_per_sample
 from node.per_sample_inputs import _sample_tolerance, check_sample_inputs
+from node.per_sample_stops import SampleStops, sample_times
 from node.per_sample_tuple import solve_tuple_per_sample
 from node.runge_kutta import coefficients
 from node.solution import Solution
@@ -100,13 +101,22 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
                              f"gradient={gradient!r}")
         run, opts = solve_fixed_grid_per_sample(func, y0, inputs, tableau, options)
         return _finish(run, inputs, opts, on_failure)
+    layout = inputs.layout
+    options, per_sample_stops = _sample_stop_options(options, inputs.batch, layout.device)
     opts = parse_options(options, fixed_grid=False, method=tableau.name)
-    _check_options(opts)
+    _check_options(opts, stops=True)
+    stops = None
+    if opts.step_t or opts.jump_t or per_sample_stops:
+        if gradient != "direct":
+            raise ValueError(f"options step_t/jump_t with per_sample=True support "
+                             f"gradient='direct' only (so far), got gradient={gradient!r}")
+        stops = SampleStops(per_sample_stops.get("step_t", opts.step_t),
+                            per_sample_stops.get("jump_t", opts.jump_t), inputs.batch,
+                            inputs.direction, layout.device)
     hooks = [n for n in CALLBACK_NAMES if getattr(func, n, None) is not None]
     if hooks:
         warnings.warn(f"func's {', '.join(hooks)} are not called by per-sample solves",
                       UserWarning, stacklevel=3)
-    layout = inputs.layout
     co = coefficients(tableau, layout.dtype, layout.device)
     errors = SampleErrorScale(inputs.rtol, inputs.atol, inputs.batch, inputs.numel,
                               layout.dtype, layout.device, opts.norm, layout.shapes[0])
@@ -120,7 +130,8 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
         run, job = integrate_checkpointed(func, f, y0, inputs.taus, inputs.direction, co, opts,
                                           errors)
     else:
-        run = integrate_per_sample(f, y0, inputs.taus, inputs.direction, co, opts, errors)
+        run = integrate_per_sample(f, y0, inputs.taus, inputs.direction, co, opts, errors,
+                                   stops=stops)
     solution = _finish(run, inputs, opts, on_failure)
     if job is not None:
         job.stats = solution.stats  # the backward pass adds its statistics there
@@ -191,11 +202,27 @@ def _backward_solve(tableau, options, inputs, adjoint_args):
     return co, opts, errors
 
 
-def _check_options(opts) -> None:
+def _sample_stop_options(options, batch: int, device):
+    """``options`` without its per-sample ``[B, K]`` step_t/jump_t (1-D ones stay, for
+    :func:`node.options.parse_options`), and those as ``{name: [B, K] float64}``."""
+    if not isinstance(options, dict):
+        return options, {}
+    found = {}
+    for name in ("step_t", "jump_t"):
+        times = sample_times(name, options.get(name), batch, device)
+        if times is not None:
+            found[name] = times
+    if not found:
+        return options, {}
+    return {k: v for k, v in options.items() if k not in found}, found
+
+
+def _check_options(opts, stops: bool = False) -> None:
+    """Refuse what per-sample solves do not support; ``stops``: step_t/jump_t are."""
     unsupported = []
-    if opts.step_t:
+    if opts.step_t and not stops:
         unsupported.append("step_t")
-    if opts.jump_t:
+    if opts.jump_t and not stops:
         unsupported.append("jump_t")
     if opts.progress:
         unsupported.append("progress")
