@@ -30,8 +30,9 @@ Design decisions:
 * Step sizes and times are float64 tensors whatever the state's dtype, and never differentiated
   (the gradient is that of the discretised solution for the steps taken, as in the joint loop).
 
-Not yet here: ``step_t``/``jump_t``, step callbacks,
-progress bars (rejected or warned about by :mod:`node.per_sample_solve`).
+``step_t``/``jump_t`` cut each sample's steps onto its own stops (:mod:`node.per_sample_stops`;
+the direct gradient mode only, so far). Not yet here: step callbacks, progress bars (rejected or
+warned about by :mod:`node.per_sample_solve`).
 """
 
 from __future__ import annotations
