@@ -92,3 +92,13 @@ def test_a_norm_not_per_sample_is_named(norm, got):
     with pytest.raises(ValueError, match=r"options\['norm'\].*shape \(2,\).*" + got):
         node.solve(lambda t, y: -y, torch.ones(2, 2, dtype=F64),
                    torch.linspace(0, 1, 3, dtype=F64), per_sample=True, options=dict(norm=norm))
+
+
+def test_user_norm_in_per_sample_events():
+    from tests.node.test_per_sample_events import drops, height, per_sample_event
+    from tests.problems import FreeFall, G
+
+    _, y0 = drops([1.0, 2.0])
+    t_event, _ = per_sample_event(FreeFall(), y0, event_fn=height,
+                                  options=dict(norm=max_norm))
+    torch.testing.assert_close(t_event, (2 * y0[:, 0] / G).sqrt(), rtol=1e-8, atol=1e-8)
