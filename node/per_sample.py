@@ -9,9 +9,10 @@ A step of all samples is one explicit Runge-Kutta step with per-sample ``h``:
     ratio_b = h_b * || e^T K / (atol + rtol * max(|y0|, |y1|)) ||_RMS over sample b's elements
 
 so each stage is ONE batched ``func`` call with ``t`` of shape ``[B, 1, ..., 1]``. The
-controller is torchdiffeq's integral controller applied element-wise:
+controller (:mod:`node.per_sample_controllers`) is the joint loop's applied element-wise, by
+default torchdiffeq's integral controller
 ``h_b <- h_b * clip(safety * ratio_b^(-1/k), lo_b, ifactor)`` with ``lo_b = 1`` after an
-accepted step and ``dfactor`` after a rejected one.
+accepted step and ``dfactor`` after a rejected one; ``controller="pid"`` the PID controller.
 
 Design decisions:
 
@@ -29,8 +30,9 @@ Design decisions:
 * Step sizes and times are float64 tensors whatever the state's dtype, and never differentiated
   (the gradient is that of the discretised solution for the steps taken, as in the joint loop).
 
-Not yet here: ``step_t``/``jump_t``, a user ``norm``, the PID controller, step callbacks,
-progress bars (rejected or warned about by :mod:`node.per_sample_solve`).
+``step_t``/``jump_t`` cut each sample's steps onto its own stops (:mod:`node.per_sample_stops`;
+the direct gradient mode only, so far). Not yet here: step callbacks, progress bars (rejected or
+warned about by :mod:`node.per_sample_solve`).
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ import torch
 
 from node.errors import Status
 from node.options import AdaptiveOptions
+from node.per_sample_controllers import make_sample_controller
 from node.per_sample_outputs import DenseOutputs
+from node.per_sample_stops import SampleStops, after_cut
 from node.runge_kutta import RKCoefficients
 from node.state import StateLayout, check_derivative
 from node.tolerance import _exclude_infinite
@@ -76,10 +80,17 @@ class SampleField:
         self._checked = False
         self._cast = None
 
-    def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, t: torch.Tensor, y: torch.Tensor, perturb=None, toward=None
+                 ) -> torch.Tensor:
+        """``perturb`` (``[B, 1]`` bool, optional): the samples whose time is moved to the next
+        representable one (in ``func``'s time dtype) towards ``toward`` (``+-inf``: a number,
+        or ``[B, 1]``), just before or after a discontinuity (``jump_t``)."""
         self.calls += 1
         if self.time_dtype is not None:
             t = t.to(self.time_dtype)
+        if perturb is not None:
+            toward = toward.view(self.t_shape) if isinstance(toward, torch.Tensor) else toward
+            t = torch.nextafter(t, torch.where(perturb.view(self.t_shape), toward, t))
         out = self.func(t, y)
         if not self._checked:
             self._cast = check_derivative(out, self.layout)
@@ -90,11 +101,15 @@ class SampleField:
 class SampleErrorScale:
     """The error test of every sample: ``atol + rtol * max(|y0|, |y1|)`` scaling (rtol, atol:
     numbers or tensors broadcasting against ``[B, N]``; an infinite entry is left out of the
-    test as in :mod:`node.tolerance`) and the RMS over each sample's ``N`` elements."""
+    test as in :mod:`node.tolerance`) and the RMS over each sample's ``N`` elements, or the
+    user's ``norm``: called on the scaled errors of all samples at once, in the state's shape
+    ``shape`` (``[B, ...]``), it returns each sample's norm, ``[B]``."""
 
-    def __init__(self, rtol, atol, batch: int, numel: int, dtype, device) -> None:
+    def __init__(self, rtol, atol, batch: int, numel: int, dtype, device, norm=None,
+                 shape=None) -> None:
         rtol, atol = _exclude_infinite(rtol, atol)
         self.batch, self.numel = batch, numel
+        self.user_norm, self.shape = norm, shape
 
         def full(tol):  # contiguous [B, N] tensors: no broadcasting in the elementwise ops
             if not isinstance(tol, torch.Tensor):
@@ -111,23 +126,41 @@ class SampleErrorScale:
             return torch.addcmul(self.atol, magnitude, self.rtol, out=out)
         return torch.add(self.atol, magnitude, alpha=self.rtol, out=out)
 
-    def rms(self, x: torch.Tensor) -> torch.Tensor:
-        """RMS of each sample of a ``[B, N]`` tensor, as float64 ``[B]``."""
+    def norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The norm (RMS or the user's) of each sample of a ``[B, N]`` tensor, float64 ``[B]``."""
+        if self.user_norm is not None:
+            return self._user(x)
         return (torch.linalg.vector_norm(x, dim=1) / math.sqrt(self.numel)).double()
+
+    def ratio(self, err: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """With a user norm: each sample's error ratio ``norm(h_b * err_b)`` (``err``: the
+        scaled ``[B, N]`` error estimate without the step, overwritten), float64 ``[B, 1]``; as
+        the joint loop, which calls a user norm on the error including the step."""
+        return self._user(err.mul_(h)).view(self.batch, 1)
+
+    def _user(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.user_norm(x.reshape(self.shape))
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (self.batch,):
+            got = (f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor)
+                   else type(out).__name__)
+            raise ValueError(f"options['norm'] with per_sample=True must return one norm per "
+                             f"sample, a tensor of shape ({self.batch},) (it receives the "
+                             f"scaled errors of all samples, shaped like y0), got {got}")
+        return out.double()
 
     def initial_step(self, field, tau0, user, y0, f0, order: int, direction) -> torch.Tensor:
         """Hairer's automatic first step (Solving ODEs I, sec. II.4) of every sample (``[B]``
         from ``[B, N]`` states), as :meth:`node.tolerance.ErrorScale.initial_step` computes it
         for one. One ``func`` call."""
         scale = self.scale(y0.abs())
-        d0, d1 = self.rms(y0 / scale), self.rms(f0 / scale)
+        d0, d1 = self.norm(y0 / scale), self.norm(f0 / scale)
         finite = torch.isfinite(d0) & torch.isfinite(d1)
         small = ~finite | (d0 < 1e-5) | (d1 < 1e-5)
         h0 = torch.where(small, 1e-6, 0.01 * d0 / d1)
         step = (h0 * direction).to(y0.dtype)[:, None]
         f1 = field(user(tau0 + h0).view(field.t_shape), (y0 + step * f0).view(field.shape))
         f1 = f1.reshape(y0.shape)
-        d2 = self.rms((f1 - f0) / scale) / h0
+        d2 = self.norm((f1 - f0) / scale) / h0
         flat = (d1 <= 1e-15) & (d2 <= 1e-15)
         h1 = torch.where(flat, torch.clamp_min(h0 * 1e-3, 1e-6),
                          (0.01 / torch.maximum(d1, d2)) ** (1.0 / order))
@@ -168,7 +201,7 @@ class _Work:
         self.buffered = buffered
         names = ("K", "Kt", "K_bsn", "rows", "shaped", "kt", "T", "Tu", "times", "t1", "inc",
                  "inc_bn", "stage", "stage_shaped", "err", "err_bn", "abs0", "abs1", "norm", "rp",
-                 "x", "thr")
+                 "thr")
         for name in names:
             setattr(self, name, None)
         self.a = co.a
@@ -192,7 +225,7 @@ class _Work:
         self.err_bn = self.err.view(batch, numel)
         self.abs0, self.abs1 = torch.empty_like(self.stage), torch.empty_like(self.stage)
         self.norm = torch.empty((batch, 1), dtype=dtype, device=device)
-        self.rp, self.x, self.thr = (torch.empty((batch, 1), **f64) for _ in range(3))
+        self.rp, self.thr = (torch.empty((batch, 1), **f64) for _ in range(2))
 
     def _stages(self, K: torch.Tensor) -> None:
         bn, shape, stages, _ = self.shapes
@@ -221,6 +254,7 @@ def integrate_per_sample(
     errors: SampleErrorScale,
     observer=None,
     tape=None,
+    stops: SampleStops | None = None,
 ) -> SampleRun:
     """Integrate every sample from ``taus[:, 0]`` through its output times ``taus[b]``
     (``[B, T]`` float64 solver times, increasing rows; ``direction``: ``+-1.0`` or ``[B]``).
@@ -230,7 +264,8 @@ def integrate_per_sample(
     the samples that took an accepted step) and returns ``[B, 1]`` the samples to stop there
     (successfully: a terminal event, :mod:`node.per_sample_events`).
     ``tape``: an object whose ``record(tau0, tau1, h, y, k0, taken)`` gets every iteration
-    (:class:`node.per_sample_checkpoint.SampleTape`)."""
+    (:class:`node.per_sample_checkpoint.SampleTape`).
+    ``stops``: each sample's ``step_t``/``jump_t`` (:mod:`node.per_sample_stops`)."""
     batch, n_out = taus.shape
     numel = y0.numel() // batch
     device, dtype = y0.device, y0.dtype
@@ -269,10 +304,10 @@ def integrate_per_sample(
     # Controller: safety * r^(-1/k) = (r * safety^-k)^(-1/k). The loop works with
     # rp = r * safety^-k (accepted: rp <= safety^-k), that factor and the RMS's 1/sqrt(N)
     # folded into b_error.
-    exponent = -1.0 / co.order
     pre = options.safety ** (-co.order)
-    b_error = co.b_error * (pre / math.sqrt(numel))
-    ifactor, dfactor = options.ifactor, options.dfactor
+    custom = errors.user_norm is not None  # then b_error as it is (the user's norm has its own)
+    b_error = co.b_error if custom else co.b_error * (pre / math.sqrt(numel))
+    controller = make_sample_controller(co.order, options, pre, batch, device)
     # The times of all stages and tau + h, of every sample, in one op: T = tau + c h.
     c_col = torch.tensor(tuple(co.c) + (1.0,), **f64).view(-1, 1, 1)
     nonneg = bool((tau >= 0).all())  # solver times then stay >= 0: |tau| = tau
@@ -283,6 +318,13 @@ def integrate_per_sample(
     h_fail = torch.zeros_like(h)
     forced = torch.zeros((), dtype=torch.bool, device=device) if min_step > 0 else None
     a = w.a
+    # Stops: the rows of T at the step's end (c = 1, and t1) are set exactly onto a stop landed
+    # on; with jumps, those stages see the time just before it (in the solve's direction).
+    ends = [i for i, c in enumerate(co.c) if c == 1.0] + [stages]
+    jumps = stops is not None and stops.any_jump
+    before, after = (-math.inf * sign, math.inf * sign) if jumps else (None, None)
+    jump = None
+    n_jumps = torch.zeros((batch, 1), dtype=torch.long, device=device) if jumps else None
     # Without a graph, the loop's no-autograd sections need no context switch.
     quiet = torch.no_grad() if not buffered else contextlib.nullcontext()
     iteration = 0
@@ -294,11 +336,18 @@ def integrate_per_sample(
             h_fail = torch.where(flags[0], h, h_fail)
             break
         with quiet:
-            T = torch.addcmul(tau, c_col, h, out=w.T)
+            if stops is None:
+                h_eff = h
+                T = torch.addcmul(tau, c_col, h, out=w.T)
+            else:
+                h_eff, nxt, land, jump = stops.cut(tau, h, tau + h)
+                T = torch.addcmul(tau, c_col, h_eff, out=w.T)
+                for r in ends:
+                    torch.where(land, nxt, T[r], out=T[r])
             Tu = T if forward else torch.mul(T, sign, out=w.Tu)
             times = w.times if buffered else Tu.view(stages + 1, *t_shape).unbind(0)
             t1 = w.t1 if buffered else T[stages]
-        hs = h if forward else h * sign
+        hs = h_eff if forward else h_eff * sign
         if hs.dtype != dtype:
             hs = hs.to(dtype)
         if not buffered:
@@ -309,7 +358,11 @@ def integrate_per_sample(
             inc = torch.mv(kt[i], a[i], out=w.inc)
             yi = torch.addcmul(y, hs, w.inc_bn if buffered else inc.view(batch, numel),
                                out=w.stage)
-            out = field(times[i], w.stage_shaped if buffered else yi.view(shape))
+            if jump is not None and i in ends:
+                out = field(times[i], w.stage_shaped if buffered else yi.view(shape), jump,
+                            before)
+            else:
+                out = field(times[i], w.stage_shaped if buffered else yi.view(shape))
             if buffered:
                 w.shaped[i].copy_(out)
             else:
@@ -325,26 +378,31 @@ def integrate_per_sample(
             err = w.err_bn if buffered else err.view(batch, numel)
             mag = torch.maximum(torch.abs(y, out=w.abs0), torch.abs(y1, out=w.abs1), out=w.abs0)
             err.div_(errors.scale(mag, out=w.abs1))
-            rp = torch.linalg.vector_norm(err, dim=1, keepdim=True, out=w.norm)
-            rp = torch.mul(rp if rp.dtype == torch.float64 else rp.double(), h, out=w.rp)
+            if custom:
+                rp = torch.mul(errors.ratio(err, h_eff), pre, out=w.rp)
+            else:
+                rp = torch.linalg.vector_norm(err, dim=1, keepdim=True, out=w.norm)
+                rp = torch.mul(rp if rp.dtype == torch.float64 else rp.double(), h_eff,
+                               out=w.rp)
             accepted = rp <= pre  # False for NaN too
             grow = accepted
             if forced is not None:
                 # torchdiffeq's min_step: a step at the floor is accepted whatever its (finite)
                 # error; the next one is then chosen as after a rejection (as the joint loop).
-                at_floor = (h <= min_step) & torch.isfinite(rp) & ~accepted & flags[0]
+                at_floor = (torch.minimum(h, h_eff) <= min_step) & torch.isfinite(rp) \
+                    & ~accepted & flags[0]
                 forced = forced | at_floor.any()
                 grow = rp < pre
                 accepted = accepted | at_floor
             tau_next = torch.where(accepted, t1, tau)
         K_bsn = w.K_bsn if buffered else outputs.stages_view(K)
         if tape is not None:
-            tape.record(tau, tau_next, h, y, k0, flags[0] & accepted)
-        outputs.record(tau, tau_next, h, y, K_bsn, flags, accepted)
+            tape.record(tau, tau_next, h_eff, y, k0, flags[0] & accepted)
+        outputs.record(tau, tau_next, h_eff, y, K_bsn, flags, accepted, K)
         y_start = y
         y = torch.where(accepted, y1, y)
         if observer is not None:
-            stop = observer(tau, tau_next, h, y_start, y, K_bsn, accepted & flags[0])
+            stop = observer(tau, tau_next, h_eff, y_start, y, K_bsn, accepted & flags[0])
             t_stop = torch.where(stop, tau_next, t_stop)
         if reuse:
             if buffered:
@@ -353,13 +411,12 @@ def integrate_per_sample(
                 k0 = torch.where(accepted, K[last].view(batch, numel), k0)
         with quiet:
             active = tau_next < t_stop
-            # The integral controller, element-wise: a NaN or inf ratio gives dfactor (fmax
-            # drops the NaN), a zero ratio ifactor. (torchdiffeq's lo is 1 only for ratio < 1;
-            # ratio == 1 exactly, a measure-zero case, grows by 1 here instead of 0.9.)
-            factor = torch.pow(rp, exponent, out=w.x)
-            factor = torch.fmax(factor, grow, out=w.x).clamp_(dfactor, ifactor)
+            factor = controller.factor(rp, accepted, grow)
             h_try = h
-            h = h * factor
+            h = h_eff * factor
+            if stops is not None:  # after a step cut short to land: the joint loop's cap
+                h = after_cut(h, h_eff, h_try, rp, pre, -1.0 / co.order,
+                              land & accepted & (h_eff < h_try))
             if clamped:
                 h.clamp_(min_step, max_step)
             h.mul_(active)  # frozen: finished or failed samples step by 0
@@ -368,7 +425,11 @@ def integrate_per_sample(
             small = h <= torch.mul(tau_next if nonneg else tau_next.abs(), _UNDERFLOW, out=w.thr)
             if forced is not None:
                 small |= ~torch.isfinite(rp) & (h_try <= min_step) & active
-            flags = torch.stack((active, small))
+            if jumps:  # landed on a jump: func again just after it (row 2, summed for the sync)
+                jumped = jump & accepted & flags[0]
+                flags = torch.stack((active, small, jumped))
+            else:
+                flags = torch.stack((active, small))
             counts = flags.sum((1, 2))
             flush = outputs.due()
             if flush:
@@ -376,13 +437,18 @@ def integrate_per_sample(
             counts = counts.tolist()
         tau = tau_next
         if not reuse:
-            k0 = field((tau if forward else tau * sign).view(t_shape),
-                       y.view(shape)).reshape(batch, numel)
+            k0 = field((tau if forward else tau * sign).view(t_shape), y.view(shape),
+                       jumped if jumps else None, after).reshape(batch, numel)
             if buffered:
                 rows[0].copy_(k0)
+        elif jumps and counts[2]:
+            k_after = field((tau if forward else tau * sign).view(t_shape), y.view(shape),
+                            jumped, after).reshape(batch, numel)
+            k0 = torch.where(jumped, k_after, k0, out=rows[0] if buffered else None)
+            n_jumps += jumped
         iteration += 1
         if flush:
-            outputs.flush(counts[2])
+            outputs.flush(counts[-1])
         if counts[1] > batch - counts[0]:
             # Rare path: samples whose step size underflowed fail (NON_FINITE if their last
             # error was not finite: the step keeps producing NaN or inf), and are frozen.
@@ -390,7 +456,7 @@ def integrate_per_sample(
                 trouble = small & active
                 code = torch.where(torch.isfinite(rp), _STEP_TOO_SMALL, _NON_FINITE)
                 status = torch.where(trouble, code, status[:, None]).view(batch).to(torch.int8)
-                h_fail = torch.where(trouble, h_try * factor, h_fail)
+                h_fail = torch.where(trouble, h_eff * factor, h_fail)
                 t_stop = torch.where(trouble, -math.inf, t_stop)
                 flags = torch.stack((active & ~trouble, small))
                 counts[0] = int(flags[0].sum())
@@ -406,6 +472,8 @@ def integrate_per_sample(
     n_steps, n_accepted = outputs.counts()
     per_attempt = stages - 1
     nfe = 1 + int(automatic_first) + per_attempt * n_steps + (0 if reuse else n_accepted)
+    if n_jumps is not None and reuse:
+        nfe = nfe + n_jumps.view(batch)
     h = h.view(batch)
     h_final = torch.where(status == 0, h, h_fail.view(batch))
     k0 = k0.clone() if buffered else k0

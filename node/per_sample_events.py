@@ -248,7 +248,7 @@ def solve_per_sample_event(func, y0, t0: torch.Tensor, direction: float, event_f
         run = integrate_fixed_grid_per_sample(field, y0, inputs, co, opts, steps, observer=watch)
     else:
         errors = SampleErrorScale(inputs.rtol, inputs.atol, batch, inputs.numel, layout.dtype,
-                                  layout.device)
+                                  layout.device, opts.norm, layout.shapes[0])
         run = integrate_per_sample(field, y0, taus, direction, co, opts, errors, observer=watch)
     _raise_if_missed(run, inputs, opts, direction)
     theta, tau_event, comps = watch.locate()

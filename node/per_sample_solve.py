@@ -28,6 +28,7 @@ from node.per_sample_adjoint import integrate_adjoint
 from node.per_sample_checkpoint import integrate_checkpointed
 from node.per_sample_fixed_grid import solve_fixed_grid_per_sample
 from node.per_sample_inputs import _sample_tolerance, check_sample_inputs
+from node.per_sample_stops import SampleStops, sample_times
 from node.per_sample_tuple import solve_tuple_per_sample
 from node.runge_kutta import coefficients
 from node.solution import Solution
@@ -75,8 +76,9 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
             # the flattening closure hides func's parameters from the adjoint: name them
             adjoint_args = (tuple(func.parameters()), *adjoint_args[1:])
         return solve_tuple_per_sample(
-            lambda f, y, t_, r, a: solve_per_sample(
-                f, y, t_, method=method, rtol=r, atol=a, options=options, gradient=gradient,
+            lambda f, y, t_, r, a, unflatten: solve_per_sample(
+                f, y, t_, method=method, rtol=r, atol=a,
+                options=_tuple_norm(options, unflatten), gradient=gradient,
                 on_failure=on_failure, progress=progress, adjoint_args=adjoint_args),
             func, y0, t, rtol, atol)
     check_func(func)
@@ -99,16 +101,25 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
                              f"gradient={gradient!r}")
         run, opts = solve_fixed_grid_per_sample(func, y0, inputs, tableau, options)
         return _finish(run, inputs, opts, on_failure)
+    layout = inputs.layout
+    options, per_sample_stops = _sample_stop_options(options, inputs.batch, layout.device)
     opts = parse_options(options, fixed_grid=False, method=tableau.name)
-    _check_options(opts)
+    _check_options(opts, stops=True)
+    stops = None
+    if opts.step_t or opts.jump_t or per_sample_stops:
+        if gradient != "direct":
+            raise ValueError(f"options step_t/jump_t with per_sample=True support "
+                             f"gradient='direct' only (so far), got gradient={gradient!r}")
+        stops = SampleStops(per_sample_stops.get("step_t", opts.step_t),
+                            per_sample_stops.get("jump_t", opts.jump_t), inputs.batch,
+                            inputs.direction, layout.device)
     hooks = [n for n in CALLBACK_NAMES if getattr(func, n, None) is not None]
     if hooks:
         warnings.warn(f"func's {', '.join(hooks)} are not called by per-sample solves",
                       UserWarning, stacklevel=3)
-    layout = inputs.layout
     co = coefficients(tableau, layout.dtype, layout.device)
     errors = SampleErrorScale(inputs.rtol, inputs.atol, inputs.batch, inputs.numel,
-                              layout.dtype, layout.device)
+                              layout.dtype, layout.device, opts.norm, layout.shapes[0])
     f = SampleField(func, layout, opts.dtype)
     job = None
     if gradient == "adjoint":
@@ -119,11 +130,21 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
         run, job = integrate_checkpointed(func, f, y0, inputs.taus, inputs.direction, co, opts,
                                           errors)
     else:
-        run = integrate_per_sample(f, y0, inputs.taus, inputs.direction, co, opts, errors)
+        run = integrate_per_sample(f, y0, inputs.taus, inputs.direction, co, opts, errors,
+                                   stops=stops)
     solution = _finish(run, inputs, opts, on_failure)
     if job is not None:
         job.stats = solution.stats  # the backward pass adds its statistics there
     return solution
+
+
+def _tuple_norm(options, unflatten):
+    """The options of a tuple state's flat solve: a user ``norm`` gets the tuple of
+    ``[B, ...]`` errors, not the flat ``[B, N]`` one."""
+    norm = options.get("norm") if isinstance(options, dict) else None
+    if norm is None or not callable(norm):
+        return options
+    return dict(options, norm=lambda x: norm(unflatten(x)))
 
 
 def _explicit_adaptive(tableau, options, argument: str, name) -> None:
@@ -152,6 +173,8 @@ def _backward_solve(tableau, options, inputs, adjoint_args):
                              f"({back_tableau.name!r}) differs from method ({tableau.name!r}) "
                              "and options are given")
         back_options = dict(options or {}) if back_tableau.name == tableau.name else {}
+        # A user norm is one of the state's: the backward solve of [y, a] tests the RMS.
+        back_options.pop("norm", None)
     elif not isinstance(back_options, dict):
         raise TypeError(f"adjoint_options must be a dict or None, got "
                         f"{type(back_options).__name__}")
@@ -179,21 +202,32 @@ def _backward_solve(tableau, options, inputs, adjoint_args):
     return co, opts, errors
 
 
-def _check_options(opts) -> None:
+def _sample_stop_options(options, batch: int, device):
+    """``options`` without its per-sample ``[B, K]`` step_t/jump_t (1-D ones stay, for
+    :func:`node.options.parse_options`), and those as ``{name: [B, K] float64}``."""
+    if not isinstance(options, dict):
+        return options, {}
+    found = {}
+    for name in ("step_t", "jump_t"):
+        times = sample_times(name, options.get(name), batch, device)
+        if times is not None:
+            found[name] = times
+    if not found:
+        return options, {}
+    return {k: v for k, v in options.items() if k not in found}, found
+
+
+def _check_options(opts, stops: bool = False) -> None:
+    """Refuse what per-sample solves do not support; ``stops``: step_t/jump_t are."""
     unsupported = []
-    if opts.step_t:
+    if opts.step_t and not stops:
         unsupported.append("step_t")
-    if opts.jump_t:
+    if opts.jump_t and not stops:
         unsupported.append("jump_t")
-    if opts.norm is not None:
-        unsupported.append("norm")
-    if opts.controller != "integral":
-        unsupported.append(f"controller={opts.controller!r}")
     if opts.progress:
         unsupported.append("progress")
     if unsupported:
-        raise ValueError(f"option(s) {unsupported} are not supported with per_sample=True (yet); "
-                         "each sample's error is the RMS over its own elements")
+        raise ValueError(f"option(s) {unsupported} are not supported with per_sample=True (yet)")
 
 
 def _finish(run, inputs, opts, on_failure) -> PerSampleSolution:

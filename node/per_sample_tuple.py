@@ -19,8 +19,9 @@ from node.inputs import check_func
 
 
 def solve_tuple_per_sample(solve, func, y0, t, rtol, atol):
-    """``solve(flat_func, flat_y0, t, rtol, atol)`` (a per-sample solve of a tensor state) for a
-    tuple ``y0``; the solution's ``ys`` split back into a tuple of ``[T, *x_i.shape]``."""
+    """``solve(flat_func, flat_y0, t, rtol, atol, unflatten)`` (a per-sample solve of a tensor
+    state; ``unflatten`` splits a ``[..., B, N]`` tensor into the tuple) for a tuple ``y0``;
+    the solution's ``ys`` split back into a tuple of ``[T, *x_i.shape]``."""
     check_func(func)
     tensors = tuple(y0)
     if not tensors or not all(isinstance(x, torch.Tensor) for x in tensors):
@@ -60,7 +61,7 @@ def solve_tuple_per_sample(solve, func, y0, t, rtol, atol):
     rtol_f = _tolerance("rtol", rtol, tensors, batch)
     atol_f = _tolerance("atol", atol, tensors, batch)
     try:
-        solution = solve(flat_func, flat, t, rtol_f, atol_f)
+        solution = solve(flat_func, flat, t, rtol_f, atol_f, unflatten)
     except SolverError as error:
         if error.solution is not None:
             error.solution.ys = unflatten(error.solution.ys)

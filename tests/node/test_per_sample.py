@@ -298,8 +298,6 @@ def test_gradients_stay_finite_with_a_failed_sample():
      r"tuple y0.*same leading batch"),
     (dict(method="rk4", options=dict(perturb=True)), r"\['perturb'\].*per_sample"),
     (dict(method="rk4", gradient="adjoint"), r"fixed grids.*gradient='direct'.*'adjoint'"),
-    (dict(options=dict(step_t=[0.5])), r"step_t.*per_sample"),
-    (dict(options=dict(controller="pid")), r"controller='pid'.*per_sample"),
 ])
 def test_bad_input_names_the_argument(kwargs, match):
     args = dict(y0=torch.ones(2, 2, dtype=F64), t=torch.linspace(0, 1, 3, dtype=F64))
