@@ -117,22 +117,8 @@ class EventLocator:
         if bool((vals * ref > 0).all()):  # the common step: no zero, no sign change
             self.g_prev = vals[-1]
             return False
-        pending = ~self.done.unsqueeze(1)
-        lo = torch.zeros_like(ref)
-        hi = torch.ones_like(ref)
-        g_lo, g_hi = ref.clone(), ref.clone()
-        crossed = torch.zeros_like(ref, dtype=torch.bool)
-        theta_prev = 0.0
-        for theta, g in zip([*thetas, 1.0], vals, strict=True):
-            new = pending & ~crossed & (((ref * g) < 0) | ((g == 0) & (ref != 0)))
-            lo = torch.where(new, theta_prev, lo)
-            hi = torch.where(new, theta, hi)
-            g_lo = torch.where(new, ref, g_lo)
-            g_hi = torch.where(new, g, g_hi)
-            crossed |= new
-            ref = torch.where(g == 0, ref, g)
-            theta_prev = theta
-        self.g_prev = ref
+        scan = first_sign_changes(ref, vals, [*thetas, 1.0], ~self.done.unsqueeze(1))
+        lo, hi, g_lo, g_hi, crossed, self.g_prev = scan
         if not bool(crossed.any()):
             return False
         # Per sample, only the components crossing in the earliest sub-interval can fire first.
@@ -198,6 +184,31 @@ class EventLocator:
         t_user = self.problem.direction * (step.tau0 + theta * (step.tau1 - step.tau0))
         t_arg = t_user.to(y.device) if self.per_sample else float(t_user[0])
         return self.values(t_arg, y).double().cpu()
+
+
+def first_sign_changes(ref, vals, thetas, pending):
+    """Scan the event values ``vals[j]`` at step fractions ``thetas[j]`` (increasing, the last
+    1) for each component's first sign change, or exact zero reached from a non-zero value,
+    after ``ref`` (the last non-zero values before the step; zero: no sign yet). Components
+    where ``pending`` is False are not scanned.
+
+    Returns ``(lo, hi, g_lo, g_hi, crossed, ref)``: the bracketing fractions and values of the
+    first change of every crossed component, the mask ``crossed``, and the last non-zero values
+    at the step's end (the next step's ``ref``)."""
+    lo, hi = torch.zeros_like(ref), torch.ones_like(ref)
+    g_lo, g_hi = ref, ref
+    crossed = torch.zeros_like(ref, dtype=torch.bool)
+    theta_prev = 0.0
+    for theta, g in zip(thetas, vals, strict=True):
+        new = pending & ~crossed & (((ref * g) < 0) | ((g == 0) & (ref != 0)))
+        lo = torch.where(new, theta_prev, lo)
+        hi = torch.where(new, theta, hi)
+        g_lo = torch.where(new, ref, g_lo)
+        g_hi = torch.where(new, g, g_hi)
+        crossed |= new
+        ref = torch.where(g == 0, ref, g)
+        theta_prev = theta
+    return lo, hi, g_lo, g_hi, crossed, ref
 
 
 def narrow(values, lo, hi, g_lo, g_hi, active, tol_theta) -> torch.Tensor:

@@ -35,7 +35,7 @@ import torch
 from node.callbacks import _NAMES as CALLBACK_NAMES
 from node.errors import SolverError
 from node.event_gradient import attach_event_gradient
-from node.event_location import _INTERIOR_SAMPLES, narrow
+from node.event_location import _INTERIOR_SAMPLES, first_sign_changes, narrow
 from node.inputs import check_func
 from node.interpolation import dense_polynomials, hermite
 from node.options import parse_options, uses_fixed_grid
@@ -130,19 +130,8 @@ class SampleEventWatch:
             vals.append(self.values(tau1, y1))
             ref = self.g_prev
             pending = stepped & ~self.done
-            lo, hi = torch.zeros_like(ref), torch.ones_like(ref)
-            g_lo, g_hi = ref, ref
-            crossed = torch.zeros_like(ref, dtype=torch.bool)
-            theta_prev = 0.0
-            for theta, g in zip(self.fractions, vals, strict=True):
-                new = pending & ~crossed & (((ref * g) < 0) | ((g == 0) & (ref != 0)))
-                lo = torch.where(new, theta_prev, lo)
-                hi = torch.where(new, theta, hi)
-                g_lo = torch.where(new, ref, g_lo)
-                g_hi = torch.where(new, g, g_hi)
-                crossed |= new
-                ref = torch.where(g == 0, ref, g)
-                theta_prev = theta
+            lo, hi, g_lo, g_hi, crossed, ref = first_sign_changes(ref, vals, self.fractions,
+                                                                  pending)
             self.g_prev = torch.where(pending, ref, self.g_prev)
             # Only the components crossing in the earliest sub-interval can fire first.
             first = torch.where(crossed, hi, math.inf).min(dim=1, keepdim=True).values
