@@ -211,6 +211,18 @@ def scalar(value, grad: bool = False, dtype=torch.float64) -> torch.Tensor:
     return torch.tensor(value, dtype=dtype, requires_grad=grad)
 
 
+class DampedPendulum(torch.nn.Module):
+    """``(theta, omega)' = (omega, -sin(theta) - k omega)``; batched over leading dimensions."""
+
+    def __init__(self, k: float = 0.3) -> None:
+        super().__init__()
+        self.k = torch.nn.Parameter(scalar(k))
+
+    def forward(self, t, y):
+        theta, omega = y[..., 0], y[..., 1]
+        return torch.stack([omega, -torch.sin(theta) - self.k * omega], dim=-1)
+
+
 class FreeFall(torch.nn.Module):
     """``(x, v)' = (v, -g)`` with ``g`` a parameter; works on ``[2]`` and ``[batch, 2]`` states."""
 

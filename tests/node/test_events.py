@@ -23,22 +23,10 @@ import torch
 from torch import nn
 
 import node
-from tests.problems import FreeFall, G, Level, frozen_steps, scalar
+from tests.problems import DampedPendulum, FreeFall, G, Level, frozen_steps, scalar
 
 F64 = torch.float64
 MODES = ["direct", "checkpoint", "adjoint"]
-
-
-class DampedPendulum(nn.Module):
-    """``(theta, omega)' = (omega, -sin(theta) - k omega)``; batched over leading dimensions."""
-
-    def __init__(self, k: float = 0.3) -> None:
-        super().__init__()
-        self.k = nn.Parameter(scalar(k))
-
-    def forward(self, t, y):
-        theta, omega = y[..., 0], y[..., 1]
-        return torch.stack([omega, -torch.sin(theta) - self.k * omega], dim=-1)
 
 
 def height(t, y):

@@ -17,21 +17,9 @@ import torch
 from torch import nn
 
 import node
-from tests.problems import FreeFall, G, Level, scalar
+from tests.problems import DampedPendulum, FreeFall, G, Level, scalar
 
 F64 = torch.float64
-
-
-class DampedPendulum(nn.Module):
-    """``(theta, omega)' = (omega, -sin(theta) - k omega)``, batched over leading dimensions."""
-
-    def __init__(self, k: float = 0.3) -> None:
-        super().__init__()
-        self.k = nn.Parameter(scalar(k))
-
-    def forward(self, t, y):
-        theta, omega = y[..., 0], y[..., 1]
-        return torch.stack([omega, -torch.sin(theta) - self.k * omega], dim=-1)
 
 
 class VanDerPol(nn.Module):
