@@ -15,7 +15,6 @@ import warnings
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 from node.callbacks import _NAMES as CALLBACK_NAMES
 from node.errors import SolverError, Status
@@ -72,9 +71,6 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
     """:func:`node.solve` with ``per_sample=True`` (arguments as there, already checked for
     ``gradient``/``on_failure`` names)."""
     if isinstance(y0, tuple | list):  # solved as one [B, N] state (node.per_sample_tuple)
-        if gradient == "adjoint" and adjoint_args[0] is None and isinstance(func, nn.Module):
-            # the flattening closure hides func's parameters from the adjoint: name them
-            adjoint_args = (tuple(func.parameters()), *adjoint_args[1:])
         return solve_tuple_per_sample(
             lambda f, y, t_, r, a, unflatten: solve_per_sample(
                 f, y, t_, method=method, rtol=r, atol=a,

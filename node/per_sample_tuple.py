@@ -58,6 +58,10 @@ def solve_tuple_per_sample(solve, func, y0, t, rtol, atol):
                                  f"{got}")
         return torch.cat([o.reshape(batch, -1) for o in out], dim=1)
 
+    if isinstance(func, torch.nn.Module):
+        # A module stays one, so that every gradient mode sees func's parameters (the adjoint's
+        # default adjoint_params, the checkpoint mode's taped replay), as with complex states.
+        flat_func = _FlatModule(func, flat_func)
     rtol_f = _tolerance("rtol", rtol, tensors, batch)
     atol_f = _tolerance("atol", atol, tensors, batch)
     try:
@@ -68,6 +72,18 @@ def solve_tuple_per_sample(solve, func, y0, t, rtol, atol):
         raise
     solution.ys = unflatten(solution.ys)
     return solution
+
+
+class _FlatModule(torch.nn.Module):
+    """The flattened ``func`` of a module: its parameters stay visible (``module.*``)."""
+
+    def __init__(self, module: torch.nn.Module, flat_func) -> None:
+        super().__init__()
+        self.module = module
+        self._flat = flat_func
+
+    def forward(self, t, y):
+        return self._flat(t, y)
 
 
 def _tolerance(name: str, tol, tensors, batch: int):
