@@ -5,6 +5,7 @@ Examples::
     python eval.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt
     python eval.py ckpt_path=<file> trainer=gpu plots.enabled=false
     python eval.py ckpt_path=<file> +datamodule.data_dir=/mnt/datasets/mnist
+    python eval.py ckpt_path=<file> +solver.method=rk4 +solver.step_size=0.05
 
 The model and its data module are rebuilt from the checkpoint alone; metrics.json, plots/ and the
 metrics log go to logs/eval/runs/<timestamp>/. The configuration is ``configs/eval.yaml``; the

@@ -3,7 +3,9 @@
 Steps of :func:`evaluate`:
 
 1. rebuild the model and its data module from the checkpoint alone
-   (:mod:`framework.checkpoint`; ``datamodule`` entries of the config replace saved arguments);
+   (:mod:`framework.checkpoint`; ``datamodule`` entries of the config replace saved arguments,
+   ``solver`` entries the model's saved solver settings: the same weights solved with another
+   method, tolerance or step size);
 2. seed every generator (``seed``), build the loggers and trainer from their groups and run
    Lightning's test loop on the data module's test split;
 3. write the model's plots and ``metrics.json`` (the ``test/*`` metrics, wall time, paths) into
@@ -73,10 +75,11 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
 
     log.info(f"Loading model and data module from {ckpt}")
-    model = load_model(ckpt)
-    overrides = cfg.get("datamodule")
-    overrides = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
-    datamodule = load_datamodule(ckpt, **overrides)
+    solver = _mapping(cfg.get("solver"))
+    model = load_model(ckpt, solver=solver)
+    if solver:
+        log.info(f"Solver settings replaced: {solver}")
+    datamodule = load_datamodule(ckpt, **_mapping(cfg.get("datamodule")))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     loggers = instantiate_loggers(cfg.get("logger"))
@@ -94,6 +97,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     result = {
         "status": "ok",
         "overrides": task_overrides(),
+        "solver": _saved_solver(model),
         "metrics": dict(sorted(metrics.items())),
         "paths": {
             "output_dir": str(output_dir),
@@ -107,11 +111,23 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
+def _mapping(node_cfg) -> dict[str, Any]:
+    return OmegaConf.to_container(node_cfg, resolve=True) if node_cfg else {}
+
+
+def _saved_solver(model) -> dict[str, Any] | None:
+    """The solver settings the model was evaluated with (as its hyperparameters hold them)."""
+    solver = model.hparams.get("solver")
+    return None if solver is None else {k: v for k, v in solver.items() if v is not None}
+
+
 def report(result: dict[str, Any]) -> None:
     """Log the test metrics and where the outputs are."""
     paths, metrics = result["paths"], result["metrics"]
     lines = [f"Evaluated {paths['checkpoint']} in {metrics['wall_time_s']:.1f} s. "
              f"Outputs in {paths['output_dir']}"]
+    if result.get("solver"):
+        lines.append("  solver: " + ", ".join(f"{k}={v}" for k, v in result["solver"].items()))
     lines += [f"  {k}={v:.4g}" for k, v in metrics.items() if k.startswith("test/")]
     lines += [f"  metrics log: {place}" for place in paths["metrics"]]
     lines.append(f"  final metrics: {Path(paths['output_dir']) / METRICS_FILE}")
