@@ -17,6 +17,8 @@ class BenchConfig:
         max_repeats: upper bound on the number of samples.
         clock: "wall" (the default: wall time, as the targets are stated) or "cpu" (CPU time of
             the benchmark thread: robust when other processes compete for the cores).
+        device: where the problems live, ``"cpu"`` or a CUDA device (suites that list it in
+            their ``DEVICES``; timed on the wall clock, synchronising after every sample).
     """
 
     quick: bool = False
@@ -25,12 +27,18 @@ class BenchConfig:
     min_time: float = 0.5
     max_repeats: int = 31
     clock: str = "wall"
+    device: str = "cpu"
 
     @classmethod
-    def make(cls, quick: bool, clock: str = "wall") -> BenchConfig:
+    def make(cls, quick: bool, clock: str = "wall", device: str = "cpu") -> BenchConfig:
         if quick:
-            return cls(quick=True, repeats=5, warmup=1, min_time=0.0, max_repeats=5, clock=clock)
-        return cls(clock=clock)
+            return cls(quick=True, repeats=5, warmup=1, min_time=0.0, max_repeats=5, clock=clock,
+                       device=device)
+        return cls(clock=clock, device=device)
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
 
 
 @dataclass

@@ -227,7 +227,8 @@ class TorchodeLib(Library):
         batch = y0.shape[0]
         dt0 = None
         if spec.fixed:
-            dt0 = torch.full((batch,), step_size(problem, spec.steps), dtype=t.dtype)
+            dt0 = torch.full((batch,), step_size(problem, spec.steps), dtype=t.dtype,
+                             device=t.device)
         IVP = to.InitialValueProblem
 
         def run():

@@ -10,6 +10,9 @@ torchode (per-sample step control by design) and torchdiffeq (joint). Reported: 
 round-robin samples), steps (joint: steps of the batch; per-sample: mean and max over samples),
 ``func`` calls on the batch, and the max error against node ``per_sample=True`` with dopri8 at
 rtol = atol = 1e-11.
+
+On a GPU (``python -m bench.run_all --suite bench.per_sample --device cuda``) the problems live
+on the device and every timed sample waits for it (``torch.cuda.synchronize``).
 """
 
 from __future__ import annotations
@@ -20,19 +23,20 @@ from bench import problems as P
 from bench.common import BenchConfig, SuiteResult, Target
 from bench.libraries import SolveSpec, TorchdiffeqLib, TorchodeLib
 from bench.report import fmt_err, fmt_ms, fmt_ratio, md_table
-from bench.timing import measure_interleaved
+from bench.timing import measure_interleaved, synchronized
 
+DEVICES = ("cpu", "cuda")
 SPEC = SolveSpec("dopri5", 1e-5, 1e-5)
 BATCH = 256
 MU_SEED = 1717
 
 
-def _problems(batch: int) -> list[P.Problem]:
+def _problems(batch: int, device: str = "cpu") -> list[P.Problem]:
     g = torch.Generator().manual_seed(P.VDP_SEED)
-    y0 = torch.rand(batch, 2, generator=g, dtype=torch.float64) * 4.0 - 2.0
-    t = torch.linspace(0.0, 10.0, 11, dtype=torch.float64)
+    y0 = (torch.rand(batch, 2, generator=g, dtype=torch.float64) * 4.0 - 2.0).to(device)
+    t = torch.linspace(0.0, 10.0, 11, dtype=torch.float64, device=device)
     mu = torch.rand(batch, generator=torch.Generator().manual_seed(MU_SEED),
-                    dtype=torch.float64) * 10.0
+                    dtype=torch.float64).to(device) * 10.0
     return [
         P.Problem(name="vdp mu~U[0,10]", func=P.VanDerPol(mu), y0=y0, t=t,
                   description=f"Van der Pol, mu ~ U[0, 10] per sample, batch {batch}, float64"),
@@ -69,13 +73,15 @@ def run(config: BenchConfig, log=print) -> SuiteResult:
     result.versions.update({lib.name: lib.version() for lib in peers})
     batch = 64 if config.quick else BATCH
     rows, times = [], {}
-    for problem in _problems(batch):
+    for problem in _problems(batch, config.device):
         log(f"  {problem.name}")
-        result.setup.append(problem.description)
+        result.setup.append(problem.description + ("" if not config.cuda else
+                                                   f", on {config.device}"))
         joint, per = _node_runner(problem, False), _node_runner(problem, True)
         fns = {"node joint": lambda j=joint: j().ys, "node per_sample": lambda p=per: p().ys}
         for lib in peers:
             fns[lib.name] = lib.runner(problem, SPEC)
+        fns = {name: synchronized(fn, config.device) for name, fn in fns.items()}
         timings = measure_interleaved(fns, repeats=config.repeats, warmup=config.warmup,
                                       min_time=config.min_time, max_repeats=config.max_repeats)
         ref = _reference(problem)
@@ -141,12 +147,12 @@ GRAD_OUTPUTS = 101
 GRAD_MODES = ("direct", "checkpoint", "adjoint")
 
 
-def _gradient_problem(batch: int):
+def _gradient_problem(batch: int, device: str = "cpu"):
     g = torch.Generator().manual_seed(P.VDP_SEED)
-    y0 = torch.rand(batch, 2, generator=g, dtype=torch.float64) * 4.0 - 2.0
+    y0 = (torch.rand(batch, 2, generator=g, dtype=torch.float64) * 4.0 - 2.0).to(device)
     mu = torch.rand(batch, generator=torch.Generator().manual_seed(MU_SEED),
-                    dtype=torch.float64) * 10.0
-    t = torch.linspace(0.0, 10.0, GRAD_OUTPUTS, dtype=torch.float64)
+                    dtype=torch.float64).to(device) * 10.0
+    t = torch.linspace(0.0, 10.0, GRAD_OUTPUTS, dtype=torch.float64, device=device)
     return P.VanDerPol(torch.nn.Parameter(mu)), y0, t
 
 
@@ -168,8 +174,14 @@ def _gradients(result: SuiteResult, config: BenchConfig, batch: int, log) -> Non
     import time
 
     log("  gradients")
-    clock = time.thread_time if config.clock == "cpu" else time.perf_counter
-    func, y0, t = _gradient_problem(batch)
+    read = time.thread_time if config.clock == "cpu" else time.perf_counter
+
+    def clock() -> float:  # after the device's queued work
+        if config.cuda:
+            torch.cuda.synchronize(config.device)
+        return read()
+
+    func, y0, t = _gradient_problem(batch, config.device)
     ref = _gradient_run(func, y0, t, True, "checkpoint", clock,
                         SolveSpec("dopri8", 1e-11, 1e-11))[2]
     variants = [(ps, mode) for ps in (False, True) for mode in GRAD_MODES]

@@ -57,11 +57,14 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def machine_info() -> list[tuple[str, str]]:
+def machine_info(device: str = "cpu") -> list[tuple[str, str]]:
     info = [
         ("CPU", cpu_model()),
         ("logical CPUs", str(os.cpu_count())),
     ]
+    if device.startswith("cuda"):
+        info.append(("GPU", f"{torch.cuda.get_device_name(device)} (CUDA "
+                            f"{torch.version.cuda}); the problems live on {device}"))
     try:
         import psutil
 

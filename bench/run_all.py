@@ -4,8 +4,11 @@ Usage (from the repository root)::
 
     make bench                               # = .venv/bin/python -m bench.run_all
     .venv/bin/python -m bench.run_all --quick   # reduced run (about three minutes), writes nothing
+    .venv/bin/python -m bench.run_all --suite bench.per_sample --device cuda
+                                             # on a GPU: writes bench/README.cuda.md
 
-A suite is a module in :data:`SUITES` with ``run(config: BenchConfig, log) -> SuiteResult``.
+A suite is a module in :data:`SUITES` with ``run(config: BenchConfig, log) -> SuiteResult``;
+one that can run its problems on a GPU lists the device types in ``DEVICES`` (default: CPU only).
 """
 
 from __future__ import annotations
@@ -109,6 +112,28 @@ def load_suites(names=SUITES):
     return [importlib.import_module(name) for name in names]
 
 
+def _check_device(parser: argparse.ArgumentParser, args, suites) -> str:
+    """The device type of ``--device``, after checking that it exists and that every chosen
+    suite can run there (else ``parser.error`` names what is wrong)."""
+    try:
+        kind = torch.device(args.device).type
+    except RuntimeError:
+        parser.error(f"--device must be cpu or a CUDA device such as cuda:0, got {args.device!r}")
+    if kind == "cpu":
+        return kind
+    if kind != "cuda" or not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no such device here (torch.cuda.is_available() "
+                     f"is {torch.cuda.is_available()})")
+    if args.clock != "wall":
+        parser.error("--clock cpu measures the CPU thread, not the GPU: use the wall clock "
+                     "with --device cuda")
+    cpu_only = [s.__name__ for s in suites if kind not in getattr(s, "DEVICES", ("cpu",))]
+    if cpu_only:
+        parser.error(f"--device {args.device}: suite(s) {', '.join(cpu_only)} run on the CPU "
+                     "only; choose suites with --suite (bench.per_sample runs on CUDA)")
+    return kind
+
+
 def render(results: list[SuiteResult], config: BenchConfig, elapsed: float,
            load: tuple[tuple[float, ...], tuple[float, ...]], command: str = "") -> str:
     lines = ["# Benchmarks", ""]
@@ -142,7 +167,7 @@ def render(results: list[SuiteResult], config: BenchConfig, elapsed: float,
     versions: dict[str, str] = {}
     for r in results:
         versions.update(r.versions)
-    info = machine_info() + [(k, v) for k, v in versions.items()]
+    info = machine_info(config.device) + [(k, v) for k, v in versions.items()]
     lines += [md_table(["", ""], info), ""]
 
     lines += ["## Targets", ""]
@@ -179,17 +204,24 @@ def main(argv=None) -> int:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="time on the wall clock (default) or on the benchmark thread's CPU "
                              "time (for a machine shared with other work)")
+    parser.add_argument("--device", default="cpu",
+                        help="where the problems live: cpu (default) or a CUDA device such as "
+                             "cuda or cuda:1 (suites that support it; wall clock; writes "
+                             "bench/README.cuda.md and bench/results.cuda.json)")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 if a target fails")
     args = parser.parse_args(argv)
 
 
+    suites = load_suites(tuple(args.suite) if args.suite else SUITES)
+    kind = _check_device(parser, args, suites)
     torch.set_num_threads(1)
-    config = BenchConfig.make(args.quick, args.clock)
+    config = BenchConfig.make(args.quick, args.clock, args.device)
     output, json_path = args.output, args.json
     if not args.quick:
-        output = output or HERE / "README.md"
-        json_path = json_path or HERE / "results.json"
+        suffix = "" if kind == "cpu" else f".{kind}"
+        output = output or HERE / f"README{suffix}.md"
+        json_path = json_path or HERE / f"results{suffix}.json"
     if args.no_write:
         output = json_path = None
 
@@ -199,7 +231,7 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
     start = time.perf_counter()
     results = []
-    for suite in load_suites(tuple(args.suite) if args.suite else SUITES):
+    for suite in suites:
         log(f"== {suite.__name__}")
         result = suite.run(config, log=log)
         if result.issue is None:

@@ -113,6 +113,20 @@ def measure(
     )["fn"]
 
 
+def synchronized(fn: Callable[[], object], device: str) -> Callable[[], object]:
+    """``fn``, waiting for the device's queued work after each call (CUDA runs
+    asynchronously: without this, a timer would see only the launches)."""
+    if not device.startswith("cuda"):
+        return fn
+
+    def run():
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+
+    return run
+
+
 def measure_interleaved(
     fns: Mapping[str, Callable[[], object]],
     *,
