@@ -21,9 +21,9 @@ from collections.abc import Callable
 
 import torch
 
-from node.callbacks import _NAMES as _CALLBACK_NAMES
 from node.inputs import check_func
 from node.state import StateLayout, check_derivative
+from node.wrapped_func import WrappedFunction, WrappedModule, wrap_func
 
 
 class ComplexView:
@@ -70,11 +70,18 @@ class ComplexView:
         return tol
 
     def func(self, func: Callable) -> Callable:
-        """``func`` on real views (an ``nn.Module`` stays one, with the same parameters)."""
+        """``func`` on real views (an ``nn.Module`` stays one, with the same parameters; the
+        step callbacks receive the state as complex; :mod:`node.wrapped_func`)."""
         check_func(func)
-        if isinstance(func, torch.nn.Module):
-            return _RealViewModule(func, self)
-        return _RealViewFunction(func, self)
+        wrapped = wrap_func(func, _RealViewEvaluation(self), self._complex_callback)
+        wrapped.complex_view = self
+        return wrapped
+
+    def _complex_callback(self, hook: Callable) -> Callable:
+        def callback(t, y, dt):
+            return hook(t, self.complex(y), dt)
+
+        return callback
 
     # The error test on the flat real state (pairs (re, im) are adjacent) ------------------------
 
@@ -109,32 +116,16 @@ def _as_complex(x: torch.Tensor) -> torch.Tensor:
         return torch.complex(x[..., 0], x[..., 1])
 
 
-class _RealView:
-    """The wrapping shared by both kinds of ``func``: complex in, real view out."""
+class _RealViewEvaluation:
+    """``func`` on a real view: complex in, real view out; the first call checks the
+    derivative against the state (and casts a real or narrower one to the state's dtype)."""
 
-    def _wrap(self, func: Callable, view: ComplexView) -> None:
+    def __init__(self, view: ComplexView) -> None:
         self.complex_view = view
         self._cast: torch.dtype | None = None
         self._checked = False
-        # torchdiffeq's step callbacks receive the state as the user knows it: complex. (The
-        # adjoint's callbacks get the augmented state, which stays real.)
-        for name in _CALLBACK_NAMES:
-            hook = getattr(func, name, None)
-            if hook is not None:
-                setattr(self, name, self._complex_callback(hook))
-            hook = getattr(func, name + "_adjoint", None)
-            if hook is not None:
-                setattr(self, name + "_adjoint", hook)
 
-    def _complex_callback(self, hook):
-        view = self.complex_view
-
-        def callback(t, y, dt):
-            return hook(t, view.complex(y), dt)
-
-        return callback
-
-    def _evaluate(self, func: Callable, t: torch.Tensor, y):
+    def __call__(self, func: Callable, t: torch.Tensor, y):
         view = self.complex_view
         out = func(t, view.complex(y))
         if not self._checked:
@@ -145,28 +136,9 @@ class _RealView:
         return view.real(out)
 
 
-class _RealViewFunction(_RealView):
-    def __init__(self, func: Callable, view: ComplexView) -> None:
-        self.func = func
-        self._wrap(func, view)
-
-    def __call__(self, t, y):
-        return self._evaluate(self.func, t, y)
-
-
-class _RealViewModule(_RealView, torch.nn.Module):
-    """A module wrapper: the parameters (``func.*``) stay visible to the gradient modes."""
-
-    def __init__(self, func: torch.nn.Module, view: ComplexView) -> None:
-        torch.nn.Module.__init__(self)
-        self.func = func
-        self._wrap(func, view)
-
-    def forward(self, t, y):
-        return self._evaluate(self.func, t, y)
-
-
 def complex_view_of(func) -> ComplexView | None:
     """The complex view of a ``func`` wrapped by :meth:`ComplexView.func` (else ``None``)."""
-    return func.complex_view if isinstance(func, _RealView) else None
+    if isinstance(func, WrappedFunction | WrappedModule):
+        return getattr(func, "complex_view", None)
+    return None
 

@@ -16,6 +16,7 @@ import torch
 
 from node.errors import SolverError
 from node.inputs import check_func
+from node.wrapped_func import wrap_func
 
 
 def solve_tuple_per_sample(solve, func, y0, t, rtol, atol):
@@ -61,7 +62,7 @@ def solve_tuple_per_sample(solve, func, y0, t, rtol, atol):
     if isinstance(func, torch.nn.Module):
         # A module stays one, so that every gradient mode sees func's parameters (the adjoint's
         # default adjoint_params, the checkpoint mode's taped replay), as with complex states.
-        flat_func = _FlatModule(func, flat_func)
+        flat_func = wrap_func(func, lambda module, t, y, flat=flat_func: flat(t, y))
     rtol_f = _tolerance("rtol", rtol, tensors, batch)
     atol_f = _tolerance("atol", atol, tensors, batch)
     try:
@@ -72,18 +73,6 @@ def solve_tuple_per_sample(solve, func, y0, t, rtol, atol):
         raise
     solution.ys = unflatten(solution.ys)
     return solution
-
-
-class _FlatModule(torch.nn.Module):
-    """The flattened ``func`` of a module: its parameters stay visible (``module.*``)."""
-
-    def __init__(self, module: torch.nn.Module, flat_func) -> None:
-        super().__init__()
-        self.module = module
-        self._flat = flat_func
-
-    def forward(self, t, y):
-        return self._flat(t, y)
 
 
 def _tolerance(name: str, tol, tensors, batch: int):
