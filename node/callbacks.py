@@ -14,7 +14,7 @@ import torch
 
 from node.state import FlatVectorField
 
-_NAMES = ("callback_step", "callback_accept_step", "callback_reject_step")
+CALLBACK_NAMES = ("callback_step", "callback_accept_step", "callback_reject_step")
 
 
 def warn_uncalled(func, method: str, fixed_grid: bool, suffix: str = "") -> None:
@@ -23,7 +23,7 @@ def warn_uncalled(func, method: str, fixed_grid: bool, suffix: str = "") -> None
     all three."""
     if not fixed_grid:
         return
-    uncalled = [name + suffix for name in _NAMES[1:] if getattr(func, name + suffix, None)
+    uncalled = [name + suffix for name in CALLBACK_NAMES[1:] if getattr(func, name + suffix, None)
                 is not None]
     if uncalled:
         warnings.warn(
@@ -42,7 +42,7 @@ class StepCallbacks:
     @classmethod
     def of(cls, func, f: FlatVectorField, suffix: str = "") -> StepCallbacks | None:
         """The callbacks ``func`` defines (``suffix='_adjoint'`` for a backward solve), if any."""
-        hooks = tuple(getattr(func, name + suffix, None) for name in _NAMES)
+        hooks = tuple(getattr(func, name + suffix, None) for name in CALLBACK_NAMES)
         if all(h is None for h in hooks):
             return None
         return cls(f, hooks)

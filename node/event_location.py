@@ -1,7 +1,7 @@
 """Locating terminal events: where ``event_fn(t, y)`` first reaches zero, without gradients.
 
 Detection. After every accepted step the event function is evaluated at the step's end and at
-``_INTERIOR_SAMPLES`` equally spaced points of the step's interpolant (its dense output for
+``INTERIOR_SAMPLES`` equally spaced points of the step's interpolant (its dense output for
 adaptive methods; the linear or cubic Hermite interpolant of ``interp`` on a fixed grid). A sign
 change between consecutive samples, or an exact zero reached from a non-zero value, brackets the
 event. The interior samples matter: an error estimate that vanishes (dopri5 integrates a
@@ -30,7 +30,7 @@ from node.errors import SolverError, Status
 from node.interpolation import dense_polynomials, hermite, interpolate
 from node.problem import Problem
 
-_INTERIOR_SAMPLES = 4
+INTERIOR_SAMPLES = 4
 _ROOT_ITERATIONS = 200  # a cap; bisection alone needs at most ~55 to reach the tolerance
 
 
@@ -106,7 +106,7 @@ class EventLocator:
         (``f0`` defaults to ``K[0]``, as the multistep loop passes it)."""
         step = _Step(tau0, y0, tau1, y1, K, h, f1, K[0] if f0 is None else f0)
         direction = self.problem.direction
-        n = _INTERIOR_SAMPLES + 1
+        n = INTERIOR_SAMPLES + 1
         thetas = [j / n for j in range(1, n)]
         interior = self._states_at_fractions(step, thetas).T.contiguous()  # [M, N]
         vals = [self.values(direction * (tau0 + th * (tau1 - tau0)), y)

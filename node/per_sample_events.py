@@ -32,17 +32,17 @@ from types import SimpleNamespace
 
 import torch
 
-from node.callbacks import _NAMES as CALLBACK_NAMES
+from node.callbacks import CALLBACK_NAMES
 from node.errors import SolverError
 from node.event_gradient import attach_event_gradient
-from node.event_location import _INTERIOR_SAMPLES, first_sign_changes, narrow
+from node.event_location import INTERIOR_SAMPLES, first_sign_changes, narrow
 from node.inputs import check_func
 from node.interpolation import dense_polynomials, hermite
 from node.options import parse_options, uses_fixed_grid
 from node.per_sample import CODES, SampleErrorScale, SampleField, integrate_per_sample
 from node.per_sample_fixed_grid import fixed_grid_options, integrate_fixed_grid_per_sample
 from node.per_sample_inputs import check_sample_inputs
-from node.per_sample_solve import _LISTED, _cause, _check_options
+from node.per_sample_solve import check_options, failure_causes
 from node.runge_kutta import coefficients
 from node.tableau import ButcherTableau
 
@@ -58,7 +58,7 @@ class SampleEventWatch:
         self.batch, self.numel, self.sign = batch, numel, sign
         # The interpolant: the dense output (None), or a fixed grid's "linear" or "cubic".
         self.interp = interp
-        n = _INTERIOR_SAMPLES + 1
+        n = INTERIOR_SAMPLES + 1
         self.fractions = [j / n for j in range(1, n)] + [1.0]
         self.stages = tableau.stages
         if interp is None:
@@ -223,7 +223,7 @@ def solve_per_sample_event(func, y0, t0: torch.Tensor, direction: float, event_f
         opts, steps = fixed_grid_options(options, batch, tableau.name, y0.device)
     else:
         opts = parse_options(options, fixed_grid=False, method=tableau.name)
-        _check_options(opts)
+        check_options(opts)
     layout = inputs.layout
     co = coefficients(tableau, layout.dtype, layout.device)
     field = SampleField(func, layout, opts.dtype)
@@ -274,12 +274,10 @@ def _raise_if_missed(run, inputs, opts, direction: float) -> None:
     failed = [b for b, c in enumerate(codes) if c]
     if not failed:
         return
-    causes = [_cause(run, inputs, opts, b) for b in failed[:_LISTED]]
-    more = f"; and {len(failed) - _LISTED} more" if len(failed) > _LISTED else ""
     first = failed[0]
     t_first = float(run.tau[first]) * direction
     error = SolverError(CODES[codes[first]], t_first, float(run.h[first]),
                         f"no event found for {len(failed)} of {inputs.batch} samples: "
-                        + "; ".join(causes) + more)
+                        + failure_causes(run, inputs, opts, failed))
     error.samples = failed
     raise error

@@ -27,7 +27,7 @@ import warnings
 
 import torch
 
-from node.callbacks import _NAMES as CALLBACK_NAMES
+from node.callbacks import CALLBACK_NAMES
 from node.interpolation import hermite
 from node.options import parse_options
 from node.per_sample import SampleField, SampleRun

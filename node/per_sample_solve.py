@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from node.callbacks import _NAMES as CALLBACK_NAMES
+from node.callbacks import CALLBACK_NAMES
 from node.errors import SolverError, Status
 from node.gradient_modes import check_no_adjoint_arguments
 from node.inputs import check_func
@@ -34,7 +34,7 @@ from node.solution import Solution
 from node.state import check_not_both_zero
 from node.tableau import ButcherTableau
 
-_LISTED = 10  # failing samples named in a message
+LISTED = 10  # failing samples named in a message
 
 
 @dataclass
@@ -100,7 +100,7 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
     layout = inputs.layout
     options, per_sample_stops = _sample_stop_options(options, inputs.batch, layout.device)
     opts = parse_options(options, fixed_grid=False, method=tableau.name)
-    _check_options(opts, stops=True)
+    check_options(opts, stops=True)
     stops = None
     if opts.step_t or opts.jump_t or per_sample_stops:
         if gradient != "direct":
@@ -181,7 +181,7 @@ def _backward_solve(tableau, options, inputs, adjoint_args):
                          f"'seminorm' (the parameter adjoint is never in a per-sample error "
                          f"test), got {norm!r}")
     opts = parse_options(back_options, fixed_grid=False, method=back_tableau.name)
-    _check_options(opts)
+    check_options(opts)
     layout = inputs.layout
     y0 = torch.empty(layout.shapes[0], dtype=layout.dtype, device=layout.device)
     rtol = inputs.rtol if rtol is None else _sample_tolerance("adjoint_rtol", rtol, y0, layout)
@@ -213,7 +213,7 @@ def _sample_stop_options(options, batch: int, device):
     return {k: v for k, v in options.items() if k not in found}, found
 
 
-def _check_options(opts, stops: bool = False) -> None:
+def check_options(opts, stops: bool = False) -> None:
     """Refuse what per-sample solves do not support; ``stops``: step_t/jump_t are."""
     unsupported = []
     if opts.step_t and not stops:
@@ -245,16 +245,22 @@ def _finish(run, inputs, opts, on_failure) -> PerSampleSolution:
         return solution
     first = failed[0]
     solution.status = sample_status[first]
-    causes = [_cause(run, inputs, opts, b) for b in failed[:_LISTED]]
-    more = f"; and {len(failed) - _LISTED} more" if len(failed) > _LISTED else ""
     solution.message = (f"{len(failed)} of {inputs.batch} samples failed (the others were "
-                        f"solved): " + "; ".join(causes) + more)
+                        f"solved): " + failure_causes(run, inputs, opts, failed))
     if on_failure == "raise":
         error = SolverError(solution.status, float(t_reached[first]), float(run.h[first]),
                             solution.message, solution)
         error.samples = failed
         raise error
     return solution
+
+
+def failure_causes(run, inputs, opts, failed: list[int]) -> str:
+    """What went wrong for the ``failed`` samples of a per-sample run, the first
+    :data:`LISTED` named one by one (index, status, time reached, cause)."""
+    causes = [_cause(run, inputs, opts, b) for b in failed[:LISTED]]
+    more = f"; and {len(failed) - LISTED} more" if len(failed) > LISTED else ""
+    return "; ".join(causes) + more
 
 
 def _cause(run, inputs, opts, b: int) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from node.callbacks import _NAMES as CALLBACK_NAMES
+from node.callbacks import CALLBACK_NAMES
 
 Evaluate = Callable[[Callable, torch.Tensor, object], object]
 
