@@ -205,7 +205,7 @@ def integrate_adaptive(
                     cause = (f"the step produces non-finite values (overflow or NaN in func) even "
                              f"at the minimum step min_step={min_step:.3g}")
                 if cause:
-                    return _fail(result, Status.NON_FINITE, tau, h_eff, cause)
+                    return _fail(result, Status.NON_FINITE, tau, h_eff, cause, y)
         if accepted:
             h_next = _after_accept(controller, h_eff, ratio, landed, h_tau)
         else:
@@ -214,7 +214,7 @@ def integrate_adaptive(
         if not math.isfinite(ratio) and not h_tau > 10.0 * math.ulp(tau):
             return _fail(result, Status.NON_FINITE, tau, h_tau,
                          "the step keeps producing non-finite values (overflow or NaN in func) "
-                         "even as the step size underflows")
+                         "even as the step size underflows", y)
 
 
 def _after_accept(controller, h_eff: float, ratio: float, landed: bool, h_wanted: float) -> float:

@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 
+from node.blowup import blowup_hint
 from node.errors import SolverError, Status
 from node.problem import Problem
 from node.solution import Integration, Solution
@@ -39,7 +40,7 @@ def finish(
             f"{run.cause}; solve stopped at t={t_reached:.10g} with step size {run.h:.6g} "
             f"after {run.stats.n_steps} steps ({n} of {t.numel()} output times reached)"
         )
-        hint = failure_hint(problem, run, f)
+        hint = failure_hint(problem, run, f, ys_flat[0])
         if hint:
             solution.message += "; " + hint
         if on_failure == "raise":
@@ -47,14 +48,18 @@ def finish(
     return solution
 
 
-def failure_hint(problem: Problem, run: Integration, f: FlatVectorField) -> str:
-    """Why an adaptive explicit solve ran out of steps, when it looks like stiffness (see
-    :mod:`node.stiffness`); "" otherwise. Evaluates ``func`` a few dozen times, after ``f.nfe``
-    was read into the statistics."""
-    if problem.fixed_grid or run.status not in (Status.MAX_STEPS, Status.STEP_TOO_SMALL):
+def failure_hint(problem: Problem, run: Integration, f: FlatVectorField,
+                 y0: torch.Tensor | None = None) -> str:
+    """Why an adaptive solve failed, when the cause can be seen: a solution that blows up (its
+    state grew by orders of magnitude since ``y0``, :mod:`node.blowup`), or a stiff problem on
+    an explicit method that ran out of steps (:mod:`node.stiffness`; evaluates ``func`` a few
+    dozen times, after ``f.nfe`` was read into the statistics); "" otherwise."""
+    if problem.fixed_grid or run.y is None:
         return ""
-    if run.y is None:
-        return ""
+    t0 = problem.direction * float(problem.taus[0]) if len(problem.taus) else float("nan")
+    blowup = blowup_hint(y0, run.y, t0, problem.direction * run.tau)
+    if blowup or run.status not in (Status.MAX_STEPS, Status.STEP_TOO_SMALL):
+        return blowup
     errors = problem.error_scale()
     scale = errors.scale(errors.magnitude(run.y.detach()))
     return stiffness_hint(f, problem.tableau, run.tau, run.y, run.h, scale)

@@ -1,0 +1,66 @@
+"""The blow-up diagnosis of a failed solve (node.blowup): a solution that grows without bound is
+named as such, with the growth it rests on; failures without growth are not."""
+
+import pytest
+import torch
+
+import node
+from node.blowup import GROWTH, blowup_hint
+
+F64 = torch.float64
+
+
+def _solve(func, y0, t_end, **kw):
+    return node.solve(func, torch.tensor(y0, dtype=F64), torch.tensor([0.0, t_end], dtype=F64),
+                      on_failure="return", **kw)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "bosh3"])
+def test_finite_time_blowup_is_named_with_its_growth(method):
+    # y' = y^2, y(0) = 1: y = 1 / (1 - t) leaves every bound at t = 1
+    solution = _solve(lambda t, y: y * y, [1.0], 2.0, method=method)
+    assert solution.status in (node.Status.STEP_TOO_SMALL, node.Status.NON_FINITE)
+    message = solution.message
+    assert "the numerical solution blew up: max|y| grew from 1 at t=0 to" in message
+    assert "exact solution does" in message and "kvaerno5" in message
+    # the time named is just before the blow-up time
+    t_named = float(message.split("grew from 1 at t=0 to ")[1].split(" at t=")[1].split(".")[0]
+                    + "." + message.split(" at t=")[-1].split(".")[1][:6])
+    assert 0.99 < t_named <= 1.01
+
+
+def test_blowup_within_the_step_budget_and_as_an_error():
+    with pytest.raises(node.SolverError) as info:
+        node.solve(lambda t, y: y * y, torch.tensor([2.0], dtype=F64),
+                   torch.tensor([0.0, 1.0], dtype=F64), options=dict(max_num_steps=400))
+    assert info.value.status is node.Status.MAX_STEPS
+    assert "blew up: max|y| grew from 2 at t=0" in str(info.value)
+
+
+def test_a_budget_exhausted_without_growth_gets_no_blowup_hint():
+    solution = _solve(lambda t, y: torch.cos(t) * torch.ones_like(y), [1.0], 1000.0,
+                      options=dict(max_num_steps=20))
+    assert solution.status is node.Status.MAX_STEPS
+    assert "blew up" not in solution.message
+
+
+def test_non_finite_func_without_growth_gets_no_blowup_hint():
+    # sqrt(1 - y) is NaN once y > 1: the state stays of order one
+    solution = _solve(lambda t, y: torch.sqrt(1.0 - y) + 1.0, [0.0], 5.0)
+    assert solution.status is not node.Status.SUCCESS
+    assert "blew up" not in solution.message
+
+
+def test_the_rule_measures_growth_against_max_of_y0_and_one():
+    y0 = torch.zeros(3, dtype=F64)
+    assert blowup_hint(y0, torch.full((3,), 0.5 * GROWTH, dtype=F64), 0.0, 1.0) == ""
+    assert "grew from 0 at t=0 to 2e+06" in blowup_hint(
+        y0, torch.tensor([0.0, 2.0 * GROWTH, 1.0], dtype=F64), 0.0, 1.0)
+    big = torch.tensor([1e3], dtype=F64)
+    assert blowup_hint(big, big * GROWTH / 2, 0.0, 1.0) == ""
+    assert blowup_hint(big, big * GROWTH * 2, 0.0, 1.0) != ""
+    # non-finite entries are left out; none finite at all: no diagnosis from this state
+    nan_inf = torch.tensor([float("nan"), float("inf"), 3e7], dtype=F64)
+    assert "to 3e+07" in blowup_hint(torch.ones(3, dtype=F64), nan_inf, 0.0, 1.0)
+    assert blowup_hint(torch.ones(1, dtype=F64), torch.tensor([float("inf")]), 0.0, 1.0) == ""
+    assert blowup_hint(None, y0, 0.0, 1.0) == ""
