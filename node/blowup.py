@@ -25,20 +25,29 @@ import torch
 GROWTH = 1e6  # growth of max|y| (relative to max(max|y0|, 1)) that counts as a blow-up
 
 
-def blowup_hint(y0: torch.Tensor | None, y: torch.Tensor | None, t0: float, t: float) -> str:
-    """The diagnosis appended to a failed solve's message ("" when the state has not grown
-    by :data:`GROWTH`): ``y0``, ``y`` flat states at the start time ``t0`` and at the failure
-    time ``t``."""
+def blowup_growth(y0: torch.Tensor | None, y: torch.Tensor | None
+                  ) -> tuple[float, float] | None:
+    """``(max|y0|, max|y|)`` (non-finite entries of ``y`` left out) when the state has grown by
+    :data:`GROWTH`, else ``None``."""
     if y0 is None or y is None or y0.numel() == 0 or y.numel() == 0:
-        return ""
+        return None
     with torch.no_grad():
         start = float(y0.detach().abs().max())
         finite = y.detach()[torch.isfinite(y.detach())]
         if finite.numel() == 0:
-            return ""
+            return None
         end = float(finite.abs().max())
-    if not end >= GROWTH * max(start, 1.0):
+    return (start, end) if end >= GROWTH * max(start, 1.0) else None
+
+
+def blowup_hint(y0: torch.Tensor | None, y: torch.Tensor | None, t0: float, t: float) -> str:
+    """The diagnosis appended to a failed solve's message ("" when the state has not grown
+    by :data:`GROWTH`): ``y0``, ``y`` flat states at the start time ``t0`` and at the failure
+    time ``t``."""
+    grown = blowup_growth(y0, y)
+    if grown is None:
         return ""
+    start, end = grown
     return (
         f"the numerical solution blew up: max|y| grew from {start:.3g} at t={t0:.6g} to "
         f"{end:.3g} at t={t:.10g}. Either the exact solution does (no method or tolerance can "

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from node.blowup import blowup_growth
 from node.callbacks import CALLBACK_NAMES
 from node.errors import SolverError, Status
 from node.gradient_modes import check_no_adjoint_arguments
@@ -279,4 +280,8 @@ def _cause(run, inputs, opts, b: int) -> str:
     else:
         what = ("the step keeps producing non-finite values (overflow or NaN in func) as the "
                 "step size underflows")
+    grown = blowup_growth(run.ys[0].view(run.y.shape)[b], run.y[b])
+    if grown is not None:  # node.blowup's diagnosis, short: one of up to LISTED samples
+        what += (f"; the numerical solution blew up, max|y| from {grown[0]:.3g} to "
+                 f"{grown[1]:.3g}: an exact blow-up or an unstable method")
     return f"sample {b}: {code.value} at t={t_b:.10g} ({what})"

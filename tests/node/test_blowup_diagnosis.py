@@ -64,3 +64,16 @@ def test_the_rule_measures_growth_against_max_of_y0_and_one():
     assert "to 3e+07" in blowup_hint(torch.ones(3, dtype=F64), nan_inf, 0.0, 1.0)
     assert blowup_hint(torch.ones(1, dtype=F64), torch.tensor([float("inf")]), 0.0, 1.0) == ""
     assert blowup_hint(None, y0, 0.0, 1.0) == ""
+
+
+def test_per_sample_failures_name_the_samples_that_blew_up():
+    # samples 0 and 2 blow up at t = 1 and t = 0.5; sample 1 (y0 = -1) decays to 0
+    y0 = torch.tensor([[1.0], [-1.0], [2.0]], dtype=F64)
+    solution = node.solve(lambda t, y: y * y, y0, torch.tensor([0.0, 1.5], dtype=F64),
+                          per_sample=True, on_failure="return")
+    assert solution.failed == [0, 2]
+    causes = solution.message.split("sample ")[1:]
+    assert "blew up, max|y| from 1 to" in causes[0]
+    assert causes[1].startswith("2:") and "blew up, max|y| from 2 to" in causes[1]
+    torch.testing.assert_close(solution.ys[-1, 1], torch.tensor([-1 / 2.5], dtype=F64),
+                               rtol=1e-5, atol=1e-6)
