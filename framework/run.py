@@ -36,6 +36,7 @@ from typing import Any
 import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 import node
 from framework.distributed import distributed_run, sum_over_ranks
@@ -114,7 +115,14 @@ def build_model(model_cfg: DictConfig, solver: node.SolverConfig, **dims: Any) -
     """The model of ``model_cfg`` with the built ``solver`` and the data's ``dims``.
 
     The solver object is passed after instantiation (a partial), so that Hydra does not turn it
-    into a config node and back into a dict."""
+    into a config node and back into a dict. A partial instantiation leaves out a mandatory
+    value that is not set (``???``), so that the class default would silently stand in for it:
+    such values are an error here, naming them."""
+    try:
+        OmegaConf.to_container(model_cfg, resolve=True, throw_on_missing=True)
+    except (MissingMandatoryValue, InterpolationToMissingValueError) as err:
+        raise ValueError(f"the model config needs a value that is not set: {err.msg} (give it on "
+                         "the command line, e.g. key=value)") from None
     make = hydra.utils.instantiate(model_cfg, **dims, _convert_="all", _partial_=True)
     return make(solver=solver)
 

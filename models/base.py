@@ -76,11 +76,13 @@ class ODEModule(L.LightningModule):
         # defaults here are those of the models that do
         name = hp.get("optimizer", "adam")
         weight_decay = float(hp.get("weight_decay", 0.0))
+        # frozen parameters (a model's `trainable` parts) stay out of the optimiser
+        params = [p for p in self.parameters() if p.requires_grad]
         if name == "sgd":
-            opt = torch.optim.SGD(self.parameters(), lr=self.lr,
+            opt = torch.optim.SGD(params, lr=self.lr,
                                   momentum=hp.get("momentum", 0.0), weight_decay=weight_decay)
         elif name == "adam":
-            opt = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=weight_decay)
+            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=weight_decay)
         else:
             raise ValueError(f"model.optimizer must be one of ['sgd', 'adam'], got {name!r}")
         return with_schedule(

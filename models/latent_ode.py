@@ -31,6 +31,7 @@ and fresh observation times at every step (see :meth:`LatentODEModule.amortisati
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,11 @@ from models.components.objectives import (
 from models.components.ode_solver import ODESolver, solver_config
 from models.components.schedules import check_scheduler
 from models.components.time_grids import check_time_grid, sample_grid
+from models.components.warm_start import check_parts, freeze_except, load_parts
 from models.latent_ode_plots import plot_latents, plot_prior_samples, plot_reconstructions
+
+log = logging.getLogger(__name__)
+PARTS = ("encoder", "dynamics", "decoder")  # the submodules init_from and trainable name
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -196,6 +201,15 @@ class LatentODEModule(ODEModule):
             ``sleep_weight`` :math:`\cdot (-\log q(z_s \mid x_s))`. Only the encoder gets
             its gradient: unlike the 800 fixed training series, these are new every step, so the
             encoder cannot memorise their noise. Costs one forward solve and one encoder pass.
+        init_from, init_parts: warm start (``None``: off): when fitting starts, the weights
+            of the parts ``init_parts`` (of ``encoder``, ``dynamics``, ``decoder``) are copied
+            from this checkpoint of a ``LatentODEModule`` (names and shapes must match; the
+            other parts keep their fresh initialisation). Resuming a run (``ckpt_path``) then
+            restores its own weights over them. See :mod:`models.components.warm_start`.
+        trainable: the parts that train (``None``: all); the others are frozen (no gradient,
+            not in the optimiser). With ``init_from`` this makes a two-phase recipe: train the
+            whole model, then a new encoder for its flow and decoder
+            (``experiment=spirals_chen2018_encoder``).
         lr, weight_decay: Adam's settings.
         scheduler, lr_milestones, lr_gamma: the learning-rate schedule (``none``, ``multistep``
             or ``cosine``; see :mod:`models.components.schedules`).
@@ -240,6 +254,9 @@ class LatentODEModule(ODEModule):
         amortise_steps: int = 5,
         sleep_weight: float = 0.0,
         sleep_noise_std: float | None = None,
+        init_from: str | None = None,
+        init_parts: Sequence[str] = PARTS,
+        trainable: Sequence[str] | None = None,
         lr: float = 1e-2,
         weight_decay: float = 0.0,
         scheduler: str = "none",
@@ -320,6 +337,13 @@ class LatentODEModule(ODEModule):
             if decoder_layers > 0
             else torch.nn.Linear(latent_dim, obs_dim)
         )
+        if init_from is not None and not isinstance(init_from, str | Path):
+            raise ValueError(f"model.init_from must be a checkpoint path or null, got "
+                             f"{init_from!r}")
+        self.init_from = init_from
+        self.init_parts = check_parts("init_parts", init_parts, PARTS)
+        if trainable is not None:
+            freeze_except(self, check_parts("trainable", trainable, PARTS))
         self.metrics = torch.nn.ModuleDict(
             {
                 f"{stage}_{name}": MeanSquaredError(squared=name == "interp_mse")
@@ -327,6 +351,14 @@ class LatentODEModule(ODEModule):
                 for name in ("interp_mse", "extrap_rmse", "extrap_rmse_encoder")
             }
         )
+
+    def setup(self, stage: str) -> None:
+        """Lightning hook: before fitting, the warm start of ``init_from`` (a resumed run's
+        checkpoint is restored after this, over it)."""
+        if stage == "fit" and self.init_from is not None:
+            copied = load_parts(self, self.init_from, self.init_parts)
+            log.info(f"model.init_from: {len(copied)} tensors of {list(self.init_parts)} copied "
+                     f"from {self.init_from}")
 
     # ----------------------------------------------------------------------------- model pieces
     def latent_path(self, z0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
