@@ -36,6 +36,7 @@ from dataclasses import replace
 import torch
 from torch.autograd.function import once_differentiable
 
+from node.adjoint_diagnosis import backward_failure_hint
 from node.adjoint_norms import adjoint_norm, real_numel
 from node.adjoint_state import augmented_tolerance, landing, param_gradients, real_flat
 from node.callbacks import warn_uncalled
@@ -119,7 +120,8 @@ class AdjointSolver:
         if method == SCIPY_METHOD:
             warn_uncalled_callbacks(problem.func, "_adjoint")
             self.intervals = _ScipyIntervals(ScipyProblem(
-                aug_func, None, problem.t, aug_layout, -problem.direction, rtol, atol, options))
+                aug_func, None, problem.t, aug_layout, -problem.direction, rtol, atol, options),
+                n)
             return
         # the forward's options['norm'] (a fixed grid's options and SciPy's dict have none)
         state_norm = getattr(getattr(problem, "options", None), "norm", None)
@@ -138,7 +140,7 @@ class AdjointSolver:
             callback_owner=problem.func,  # torchdiffeq's callback_*_adjoint live on func
         )
         warn_uncalled(problem.func, method.name, backward_problem.fixed_grid, "_adjoint")
-        self.intervals = _NodeIntervals(backward_problem, norm)
+        self.intervals = _NodeIntervals(backward_problem, norm, n)
 
     def forward(self, y0_flat: torch.Tensor) -> torch.Tensor:
         self.run = self.problem.integrate(self.f, y0_flat)
@@ -175,9 +177,10 @@ class _Intervals:
     """The backward solve, one output interval at a time: ``__call__(t_pair, aug0)`` solves the
     augmented system from ``t_pair[0]`` back to ``t_pair[1]`` and returns its end state."""
 
-    def __init__(self, backward_problem) -> None:
+    def __init__(self, backward_problem, n: int) -> None:
         self.problem = backward_problem
         self.f = backward_problem.vector_field()
+        self.n = n  # the size of the state y (the augmented state is y, a, a_p)
         self.steps = 0
 
     def n_params(self, n: int) -> int:
@@ -186,22 +189,25 @@ class _Intervals:
     def start(self, forward_h: float) -> None:
         pass
 
-    def _check(self, run: Integration) -> None:
+    def _check(self, run: Integration, aug0: torch.Tensor, t_start: float) -> None:
         self.steps += run.stats.n_steps
         if run.status is not Status.SUCCESS:
             t_reached = self.problem.direction * run.tau
             step = f" with step size {run.h:.6g}" if math.isfinite(run.h) else ""
+            message = (f"adjoint (backward) solve failed: {run.cause}; stopped at "
+                       f"t={t_reached:.10g}{step}")
+            hint = backward_failure_hint(self.problem, run, aug0, t_start, self.n,
+                                         self.n)
             raise SolverError(run.status, t_reached, run.h,
-                              f"adjoint (backward) solve failed: {run.cause}; stopped at "
-                              f"t={t_reached:.10g}{step}")
+                              message + ("; " + hint if hint else ""))
 
 
 class _NodeIntervals(_Intervals):
     """With one of node's methods: the step size is carried across output times, and each
     interval's last step lands on its end (where ``a`` jumps)."""
 
-    def __init__(self, backward_problem: Problem, norm) -> None:
-        super().__init__(backward_problem)
+    def __init__(self, backward_problem: Problem, norm, n: int) -> None:
+        super().__init__(backward_problem, n)
         self.norm = norm
         self.h = None
 
@@ -217,7 +223,7 @@ class _NodeIntervals(_Intervals):
         run = interval.integrate(self.f, aug0, norm=self.norm,
                                  norm_homogeneous=self.norm.homogeneous, first_step=self.h,
                                  callback_suffix="_adjoint")
-        self._check(run)
+        self._check(run, aug0, float(t_pair[0]))
         self.h = run.h if not interval.fixed_grid else None
         return run.outputs[-1]
 
@@ -228,7 +234,7 @@ class _ScipyIntervals(_Intervals):
 
     def __call__(self, t_pair: torch.Tensor, aug0: torch.Tensor) -> torch.Tensor:
         run = replace(self.problem, t=t_pair).integrate(self.f, aug0)
-        self._check(run)
+        self._check(run, aug0, float(t_pair[0]))
         return run.outputs[-1]
 
 

@@ -44,6 +44,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from node.adjoint import resolve_params
+from node.adjoint_diagnosis import growth_hint
 from node.adjoint_state import param_gradients, real_flat
 from node.errors import SolverError, Status
 from node.per_sample import _UNDERFLOW, SampleField, SampleRun, integrate_per_sample
@@ -162,7 +163,8 @@ class _BackwardLoop:
         while True:
             if self.iterations >= opts.max_num_steps:
                 self._fail(Status.MAX_STEPS, active, sigma, h, back,
-                           f"max_num_steps={opts.max_num_steps} steps taken")
+                           f"max_num_steps={opts.max_num_steps} steps taken",
+                           (z, j, ys_rows, sigmas))
             distance = target - sigma
             land = h >= distance
             step = torch.where(land, distance, h)
@@ -208,7 +210,8 @@ class _BackwardLoop:
             if counts[1]:
                 code = Status.NON_FINITE if not bool(torch.isfinite(ratio[small]).all()) \
                     else Status.STEP_TOO_SMALL
-                self._fail(code, small, sigma, h, back, "the step size underflows")
+                self._fail(code, small, sigma, h, back, "the step size underflows",
+                           (z, j, ys_rows, sigmas))
             if not counts[0]:
                 return z[:, numel:]
 
@@ -257,15 +260,25 @@ class _BackwardLoop:
                                else real_flat(g).to(self.a_p.dtype)
                                for g, p in zip(grads, params, strict=True)])
 
-    def _fail(self, code: Status, where, sigma, h, back, what: str):
+    def _fail(self, code: Status, where, sigma, h, back, what: str, states):
+        """Raise for the samples ``where``; ``states`` = ``(z, j, ys_rows, sigmas)`` of the loop,
+        from which the first failing sample's re-solved ``y`` is compared with the forward's
+        value where its interval started (:func:`node.adjoint_diagnosis.growth_hint`)."""
         samples = where.view(-1).nonzero().flatten().tolist()
         first = samples[0]
         t_b = float((sigma * back).view(-1)[first]) if isinstance(back, torch.Tensor) else \
             float(sigma[first, 0] * back)
         h_b = float(h[first, 0])
+        z, j, ys_rows, sigmas = states
+        batch, numel = z.shape[0], z.shape[1] // 2
+        start = int(j[first]) + 1  # the output the interval started at
+        sign = float(back.view(-1)[first]) if isinstance(back, torch.Tensor) else back
+        hint = growth_hint(ys_rows[start * batch + first], z[first, :numel],
+                           float(sigmas[first, start]) * sign, t_b, numel, 0)
         raise SolverError(code, t_b, h_b,
                           f"adjoint (backward) solve of samples {samples[:10]} failed: {what}; "
-                          f"sample {first} stopped at t={t_b:.10g}")
+                          f"sample {first} stopped at t={t_b:.10g}" + ("; " + hint if hint
+                                                                       else ""))
 
 
 class _SampleAdjointFunction(torch.autograd.Function):

@@ -39,6 +39,7 @@ from dataclasses import replace
 
 import torch
 
+from node.adjoint_diagnosis import backward_failure_hint
 from node.adjoint_norms import AdjointNorm, adjoint_norm, real_numel
 from node.adjoint_state import augmented_tolerance, landing, param_gradients, real_flat
 from node.callbacks import warn_uncalled
@@ -247,9 +248,11 @@ class InterpolatingAdjoint:
             rejected += run.stats.n_rejected
             if run.status is not Status.SUCCESS:
                 t_reached = bp.direction * run.tau
+                hint = backward_failure_hint(interval, run, x, float(t[i]), 0, n)
                 raise SolverError(run.status, t_reached, run.h,
                                   f"adjoint (backward) solve failed: {run.cause}; stopped at "
-                                  f"t={t_reached:.10g} with step size {run.h:.6g}")
+                                  f"t={t_reached:.10g} with step size {run.h:.6g}"
+                                  + ("; " + hint if hint else ""))
             x = run.outputs[-1].clone()
             x[:n] += grad_ys[i - 1]
             h = run.h if not interval.fixed_grid else None
