@@ -7,7 +7,7 @@ its settings as one validated value.
 
 from node.api import odeint, odeint_adjoint, odeint_event, solve
 from node.config import SolverConfig
-from node.errors import SolverError, Status, TimeOrderError
+from node.errors import GrowthWarning, SolverError, Status, TimeOrderError
 from node.implicit_tableau import ImplicitTableau
 from node.methods import available_methods, get_tableau, register_method
 from node.options import (
@@ -31,6 +31,7 @@ __all__ = [
     "Solution",
     "SolverConfig",
     "SolverError",
+    "GrowthWarning",
     "Status",
     "TimeOrderError",
     "available_methods",

@@ -16,11 +16,24 @@ exponentially over a long horizon grows as much, but does not make a solve fail:
 given for failed solves, and it states the numbers it rests on. A blow-up of the numerical
 solution alone (an explicit method gone unstable on a stiff problem at a loose tolerance) looks
 the same from these two states, so the message names both causes.
+
+A fixed-grid solve never fails this way: it has no error test, and it keeps stepping through a
+blow-up (``y' = y^2`` from 1 with ``rk4`` at ``step_size=0.3`` returns 1.3e72 at ``t = 1.5``, as
+torchdiffeq does). Its outputs get the same growth test after the solve (one reduction over
+the outputs), and a growth of :data:`GROWTH` gives a :class:`~node.GrowthWarning` that names
+the growth, the time and the two causes, since nothing else would tell. An exact solution that
+grows that much (``y' = y`` past ``t = 14``) warns too; the warning says so and how to silence
+it.
 """
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 import torch
+
+from node.errors import GrowthWarning
 
 GROWTH = 1e6  # growth of max|y| (relative to max(max|y0|, 1)) that counts as a blow-up
 
@@ -57,3 +70,52 @@ def blowup_hint(y0: torch.Tensor | None, y: torch.Tensor | None, t0: float, t: f
         "unstable (a stiff problem at a loose tolerance: a tighter rtol, or a stiff method such "
         'as method="kvaerno5", would show)'
     )
+
+
+def warn_fixed_grid_growth(y0: torch.Tensor, ys: torch.Tensor, ts: torch.Tensor,
+                           samples: bool = False) -> None:
+    """Warn (:class:`~node.GrowthWarning`) when a fixed-grid solve's outputs ``ys`` (``[T,
+    ...]`` flat states at the times ``ts``, ``[T]``) grew by :data:`GROWTH` from ``y0``. With
+    ``samples``, ``ys`` is ``[T, B, N]``, ``ts`` ``[B, T]``, ``y0`` ``[B, N]``, and each sample
+    is tested on its own; the warning names the samples that grew."""
+    with torch.no_grad():
+        size = ys.detach().abs().nan_to_num(0.0, 0.0, 0.0)
+        if size.numel() == 0:
+            return
+        start = y0.detach().abs()
+        if samples:
+            start = start.flatten(1).amax(1).clamp_min(1.0)  # [B]
+            peak = size.flatten(2).amax(2)  # [T, B]
+            grown = (peak.amax(0) >= GROWTH * start).nonzero().flatten().tolist()
+            if not grown:
+                return
+            b = grown[0]
+            at = int(peak[:, b].argmax())
+            where = (f"samples {grown[:10]}{' ...' if len(grown) > 10 else ''} (sample {b}: "
+                     f"max|y| from {float(y0[b].abs().max()):.3g} at t={float(ts[b, 0]):.6g} "
+                     f"to {float(peak[at, b]):.3g} at t={float(ts[b, at]):.6g})")
+        else:
+            peak = size.reshape(size.shape[0], -1).amax(1)  # [T]
+            at = int(peak.argmax())
+            if float(peak[at]) < GROWTH * max(float(start.max()), 1.0):
+                return
+            where = (f"max|y| from {float(start.max()):.3g} at t={float(ts[0]):.6g} to "
+                     f"{float(peak[at]):.3g} at t={float(ts[at]):.6g}")
+    warnings.warn(
+        f"the fixed-grid solution grew a millionfold: {where}. A fixed grid has no error "
+        "test, so nothing checked it: either the exact solution grows this much (then ignore "
+        "this: warnings.filterwarnings('ignore', category=node.GrowthWarning)), or it blows up "
+        "(no grid can follow it past its blow-up time), or the step is beyond the method's "
+        "stability limit on a stiff problem. An adaptive method (dopri5; kvaerno5 if stiff) "
+        "would fail with a diagnosis instead of returning such values",
+        GrowthWarning, stacklevel=_caller_outside_node())
+
+
+def _caller_outside_node() -> int:
+    """The ``stacklevel`` of the first frame outside ``node`` and ``torch`` (the user's call)
+    seen from the function that calls this one, which calls ``warnings.warn``."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in (
+            "node", "torch"):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -51,3 +51,12 @@ class TimeOrderError(ValueError, AssertionError):
     A :class:`ValueError` (a bad argument) that is also an :class:`AssertionError`, the type
     torchdiffeq raises for it, so that code written for torchdiffeq catches it too.
     """
+
+
+class GrowthWarning(UserWarning):
+    """A fixed-grid solve whose state grew a millionfold (:mod:`node.blowup`).
+
+    A fixed grid has no error test, so nothing tells an exact solution's growth from a blow-up
+    or an unstable step. Silence it where growth is expected with
+    ``warnings.filterwarnings("ignore", category=node.GrowthWarning)``.
+    """

@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-from node.blowup import blowup_hint
+from node.blowup import blowup_hint, warn_fixed_grid_growth
 from node.errors import SolverError, Status
 from node.problem import Problem
 from node.solution import Integration, Solution
@@ -34,6 +34,8 @@ def finish(
     t = problem.t
     ys = problem.layout.unflatten_trajectory(ys_flat)
     solution = Solution(ts=t[:n], ys=ys, stats=stats, status=run.status)
+    if problem.fixed_grid and run.status is Status.SUCCESS:
+        warn_fixed_grid_growth(ys_flat[0], ys_flat, t[:n])
     if run.status is not Status.SUCCESS:
         t_reached = problem.direction * run.tau
         solution.message = (

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from node.blowup import blowup_growth
+from node.blowup import blowup_growth, warn_fixed_grid_growth
 from node.callbacks import CALLBACK_NAMES
 from node.errors import SolverError, Status
 from node.gradient_modes import check_no_adjoint_arguments
@@ -97,7 +97,14 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
                              f"support gradient='direct' only (so far), got "
                              f"gradient={gradient!r}")
         run, opts = solve_fixed_grid_per_sample(func, y0, inputs, tableau, options)
-        return _finish(run, inputs, opts, on_failure)
+        solution = _finish(run, inputs, opts, on_failure)
+        ys = run.ys.view(run.ys.shape[0], inputs.batch, -1)
+        ok = (run.status == 0).view(1, -1, 1)  # a failed sample has its own diagnosis
+        direction = inputs.direction if isinstance(inputs.direction, float) else \
+            inputs.direction[:, None]
+        warn_fixed_grid_growth(ys[0], torch.where(ok, ys, 0.0), inputs.taus * direction,
+                               samples=True)
+        return solution
     layout = inputs.layout
     options, per_sample_stops = _sample_stop_options(options, inputs.batch, layout.device)
     opts = parse_options(options, fixed_grid=False, method=tableau.name)

@@ -1,6 +1,9 @@
 """The blow-up diagnosis of a failed solve (node.blowup): a solution that grows without bound is
 named as such, with the growth it rests on; failures without growth are not."""
 
+import math
+import warnings
+
 import pytest
 import torch
 
@@ -77,3 +80,60 @@ def test_per_sample_failures_name_the_samples_that_blew_up():
     assert causes[1].startswith("2:") and "blew up, max|y| from 2 to" in causes[1]
     torch.testing.assert_close(solution.ys[-1, 1], torch.tensor([-1 / 2.5], dtype=F64),
                                rtol=1e-5, atol=1e-6)
+
+
+# Fixed grids have no error test: a millionfold growth of the outputs gives a GrowthWarning.
+
+T15 = torch.tensor([0.0, 1.5], dtype=F64)
+RK4 = dict(method="rk4", options=dict(step_size=0.3))
+
+
+def _square(t, y):
+    return y * y
+
+
+@pytest.mark.parametrize("gradient", ["direct", "checkpoint", "adjoint"])
+def test_fixed_grid_through_a_blowup_warns_in_every_gradient_mode(gradient):
+    y0 = torch.ones(1, dtype=F64, requires_grad=True)
+    extra = dict(adjoint_params=()) if gradient == "adjoint" else {}
+    with pytest.warns(node.GrowthWarning) as record:
+        solution = node.solve(_square, y0, T15, gradient=gradient, **RK4, **extra)
+    assert solution.success and float(solution.ys[-1].detach()) > 1e70  # what torchdiffeq returns too
+    message = str(record[0].message)
+    assert "max|y| from 1 at t=0 to 1.28e+72 at t=1.5" in message
+    assert "no error test" in message and "dopri5" in message
+    assert record[0].filename == __file__  # points at the caller, not into node
+
+
+def test_fixed_grid_unstable_step_on_a_stiff_problem_warns():
+    # y' = -1000 y decays, but rk4 at h = 0.01 (h*lambda = -10) amplifies it every step
+    with pytest.warns(node.GrowthWarning, match="stability limit"):
+        node.odeint(lambda t, y: -1000.0 * y, torch.ones(3, dtype=F64),
+                    torch.linspace(0.0, 1.0, 5, dtype=F64), method="rk4",
+                    options=dict(step_size=0.01))
+
+
+def test_fixed_grid_growth_below_the_threshold_or_silenced_gives_no_warning():
+    t = torch.tensor([0.0, 10.0], dtype=F64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # e^10 = 2.2e4: an exact growth under GROWTH
+        ys = node.odeint(lambda t, y: y, torch.ones(2, dtype=F64), t, method="rk4",
+                         options=dict(step_size=0.1))
+        assert float(ys[-1, 0]) == pytest.approx(math.exp(10.0), rel=1e-5)
+        # from 1e-3 the threshold is measured against max(max|y0|, 1) = 1: 1e-3 * 1e8 = 1e5
+        node.odeint(lambda t, y: y, torch.full((2,), 1e-3, dtype=F64),
+                    torch.tensor([0.0, math.log(1e8)], dtype=F64), method="rk4",
+                    options=dict(step_size=0.1))
+        warnings.filterwarnings("ignore", category=node.GrowthWarning)
+        node.odeint(_square, torch.ones(1, dtype=F64), T15, **RK4)
+
+
+def test_per_sample_fixed_grid_names_the_samples_that_grew():
+    y0 = torch.tensor([[0.1], [1.0], [0.2], [1.0]], dtype=F64)
+    with pytest.warns(node.GrowthWarning) as record:
+        ys = node.odeint(_square, y0, T15, per_sample=True, **RK4)
+    assert torch.isfinite(ys).all()
+    message = str(record[0].message)
+    assert "samples [1, 3] (sample 1: max|y| from 1 at t=0 to 1.28e+72 at t=1.5)" in message
+    assert record[0].filename == __file__
