@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from node.complex_state import ComplexView
+from node.dense_output import check_dense, check_dense_problem
 from node.errors import SolverError
 from node.event_interface import through_interface
 from node.events import solve_until_event
@@ -53,6 +54,7 @@ def solve(
     on_failure: OnFailure = "raise",
     progress: bool | float | None = None,
     per_sample: bool = False,
+    dense: bool = False,
 ) -> Solution:
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``, and report how it went.
 
@@ -88,10 +90,20 @@ def solve(
             seconds to show it only if the solve is still running after that long. ``None``
             (default) leaves it to ``options['progress']`` (off unless given there). An adjoint
             solve shows its backward solve too, unless ``adjoint_options`` leave it out.
+        per_sample: solve the leading dimension of the state as a batch of independent
+            problems, each with its own steps (see the README's per-sample section).
+        dense: keep every accepted step, so that ``Solution.evaluate(s)`` gives the solution
+            at any time ``s`` of the interval solved (and ``Solution.derivative(s)`` its
+            derivative) from the method's dense output, differentiably; adaptive methods
+            with ``gradient="direct"`` (see :mod:`node.dense_output`).
 
     Returns:
         A :class:`~node.Solution` with ``ys`` of shape ``[len(t), *y0.shape]``.
     """
+    if not isinstance(dense, bool):
+        raise TypeError(f"dense must be True or False, got {dense!r}")
+    if dense:
+        check_dense(method, gradient, per_sample or wants_per_sample(per_sample, t))
     if wants_per_sample(per_sample, t):
         check_modes(gradient, on_failure)
         return solve_per_sample(
@@ -107,13 +119,17 @@ def solve(
                 atol=view.tolerance(atol), options=options, gradient=gradient,
                 adjoint_params=adjoint_params, adjoint_rtol=view.tolerance(adjoint_rtol),
                 adjoint_atol=view.tolerance(adjoint_atol), adjoint_method=adjoint_method,
-                adjoint_options=adjoint_options, on_failure=on_failure,
+                adjoint_options=adjoint_options, on_failure=on_failure, dense=dense,
             )
         except SolverError as error:
             if error.solution is not None:
                 error.solution.ys = view.complex(error.solution.ys)
+                if error.solution.dense is not None:
+                    error.solution.dense.post = view.complex
             raise
         solution.ys = view.complex(solution.ys)
+        if solution.dense is not None:
+            solution.dense.post = view.complex
         return solution
     check_modes(gradient, on_failure)
     if method == SCIPY_METHOD:
@@ -121,6 +137,8 @@ def solve(
                             (adjoint_params, adjoint_rtol, adjoint_atol, adjoint_method,
                              adjoint_options))
     problem = make_problem(func, y0, t, method=method, rtol=rtol, atol=atol, options=options)
+    if dense:
+        check_dense_problem(problem)
     if progress is not None:
         problem.options = replace(problem.options, progress=progress_option(progress))
     return solve_problem(
@@ -133,6 +151,7 @@ def solve(
         adjoint_method=adjoint_method,
         adjoint_options=adjoint_options,
         options_given=options is not None,
+        dense=dense,
     )
 
 

@@ -44,9 +44,11 @@ def solve_problem(
     adjoint_method: str | None = None,
     adjoint_options: dict[str, Any] | None = None,
     options_given: bool = False,
+    dense: bool = False,
 ) -> Solution:
     """Solve a real ``problem`` in the ``gradient`` mode (arguments as in :func:`node.solve`;
-    ``options_given``: whether the caller gave ``options``, which the adjoint needs to know)."""
+    ``options_given``: whether the caller gave ``options``, which the adjoint needs to know;
+    ``dense``: keep the steps, direct mode only)."""
     check_modes(gradient, on_failure)
     if gradient == "adjoint":
         return solve_adjoint(
@@ -62,4 +64,5 @@ def solve_problem(
     check_no_adjoint_arguments(gradient, (adjoint_params, adjoint_rtol, adjoint_atol,
                                           adjoint_method, adjoint_options))
     checkpointed = gradient == "checkpoint" and torch.is_grad_enabled()
-    return solve_autograd(problem, checkpointed=checkpointed, on_failure=on_failure)
+    return solve_autograd(problem, checkpointed=checkpointed, on_failure=on_failure,
+                          dense=dense)

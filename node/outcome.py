@@ -25,15 +25,17 @@ def finish(
     ys_flat: torch.Tensor,
     on_failure: OnFailure,
     stats: dict | None = None,
+    dense=None,
 ) -> Solution:
-    """Package a run as a Solution, raising :class:`SolverError` on failure if asked to."""
+    """Package a run as a Solution (``dense``: its :class:`~node.dense_output.DenseOutput`),
+    raising :class:`SolverError` on failure if asked to."""
     n = ys_flat.shape[0]
     if stats is None:
         stats = run.stats.as_dict()
     stats["nfe"] = f.nfe
     t = problem.t
     ys = problem.layout.unflatten_trajectory(ys_flat)
-    solution = Solution(ts=t[:n], ys=ys, stats=stats, status=run.status)
+    solution = Solution(ts=t[:n], ys=ys, stats=stats, status=run.status, dense=dense)
     if problem.fixed_grid and run.status is Status.SUCCESS:
         warn_fixed_grid_growth(ys_flat[0], ys_flat, t[:n])
     if run.status is not Status.SUCCESS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -68,6 +69,9 @@ class Solution:
             that run a backward solve, ``nfe_backward`` after ``backward()``).
         status: how the solve ended (:class:`~node.Status`).
         message: a diagnosis when the solve failed, else ``""``.
+        dense: with ``solve(..., dense=True)``, the recorded steps
+            (:class:`node.dense_output.DenseOutput`) behind :meth:`evaluate` and
+            :meth:`derivative`; else ``None``.
     """
 
     ts: torch.Tensor
@@ -75,6 +79,23 @@ class Solution:
     stats: dict[str, int] = field(default_factory=dict)
     status: Status = Status.SUCCESS
     message: str = ""
+    dense: Any = None
+
+    def evaluate(self, t):
+        """The solution at the times ``t`` (a number or a tensor of any shape) inside the
+        interval solved: ``[*t.shape, *y0.shape]`` (a tuple of such for a tuple state), from the
+        method's dense output. Needs ``solve(..., dense=True)``; see :mod:`node.dense_output`."""
+        return self._dense("evaluate").evaluate(t)
+
+    def derivative(self, t):
+        """The time derivative of :meth:`evaluate`'s interpolant at ``t`` (same shapes)."""
+        return self._dense("derivative").derivative(t)
+
+    def _dense(self, name: str):
+        if self.dense is None:
+            raise ValueError(f"Solution.{name}() needs the steps of the solve: pass dense=True "
+                             "to node.solve")
+        return self.dense
 
     @property
     def success(self) -> bool:

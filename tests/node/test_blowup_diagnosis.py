@@ -98,7 +98,8 @@ def test_fixed_grid_through_a_blowup_warns_in_every_gradient_mode(gradient):
     extra = dict(adjoint_params=()) if gradient == "adjoint" else {}
     with pytest.warns(node.GrowthWarning) as record:
         solution = node.solve(_square, y0, T15, gradient=gradient, **RK4, **extra)
-    assert solution.success and float(solution.ys[-1].detach()) > 1e70  # what torchdiffeq returns too
+    # what torchdiffeq returns too
+    assert solution.success and float(solution.ys[-1].detach()) > 1e70
     message = str(record[0].message)
     assert "max|y| from 1 at t=0 to 1.28e+72 at t=1.5" in message
     assert "no error test" in message and "dopri5" in message

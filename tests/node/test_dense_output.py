@@ -1,0 +1,172 @@
+"""Dense output of a whole solve: solve(..., dense=True), Solution.evaluate / derivative."""
+
+import math
+
+import pytest
+import torch
+
+import node
+
+F64 = torch.float64
+ROTATION = torch.tensor([[0.0, 1.0], [-1.0, 0.0]], dtype=F64)
+ADAPTIVE = ["adaptive_heun", "fehlberg2", "bosh3", "dopri5", "tsit5", "dopri8", "kvaerno3",
+            "kvaerno5"]
+
+
+def oscillator(t, y):
+    return y @ ROTATION.T
+
+
+def exact(t):
+    return torch.stack([torch.cos(t), -torch.sin(t)], -1)
+
+
+class Field(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.w = torch.nn.Parameter(torch.randn(3, 3, generator=g, dtype=F64) * 0.5)
+
+    def forward(self, t, y):
+        return torch.tanh(y @ self.w.T) - 0.1 * y + torch.sin(t)
+
+
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_evaluate_matches_the_exact_solution_to_tolerance(method):
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    sol = node.solve(oscillator, y0, torch.tensor([0.0, 6.0], dtype=F64), method=method,
+                     rtol=1e-7, atol=1e-9, dense=True)
+    q = torch.linspace(0.0, 6.0, 997, dtype=F64)
+    err = (sol.evaluate(q) - exact(q)).abs().max()
+    end_err = (sol.ys[-1] - exact(torch.tensor(6.0, dtype=F64))).abs().max()
+    # between steps as accurate as at the end (the global error dominates the interpolant's)
+    assert float(err) <= max(10 * float(end_err), 1e-7)
+    assert sol.dense.n_steps == sol.stats["n_accepted"]
+
+
+@pytest.mark.parametrize("method", ["dopri5", "bosh3", "kvaerno5"])
+def test_evaluate_equals_a_solve_at_those_times_with_gradients(method):
+    """The steps do not depend on the output times, so evaluate(q) is what solve(t=q) gives."""
+    func = Field()
+    y0 = torch.tensor([0.3, -0.2, 0.5], dtype=F64, requires_grad=True)
+    q = torch.tensor([0.0, 0.37, 1.1, 1.9, 2.5, 3.0], dtype=F64)
+    dense = node.solve(func, y0, q[[0, -1]], method=method, rtol=1e-6, atol=1e-8, dense=True)
+    direct = node.solve(func, y0, q, method=method, rtol=1e-6, atol=1e-8)
+    assert dense.stats == direct.stats
+    ys = dense.evaluate(q)
+    torch.testing.assert_close(ys, direct.ys, rtol=0, atol=1e-13)
+    weights = torch.randn(ys.shape, generator=torch.Generator().manual_seed(1), dtype=F64)
+    g_dense = torch.autograd.grad((ys * weights).sum(), (y0, func.w))
+    g_direct = torch.autograd.grad((direct.ys * weights).sum(), (y0, func.w))
+    for a, b in zip(g_dense, g_direct, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-13)
+
+
+def test_derivative_is_the_field_and_the_time_gradient_of_evaluate():
+    func = Field()
+    y0 = torch.tensor([0.3, -0.2, 0.5], dtype=F64)
+    sol = node.solve(func, y0, torch.tensor([0.0, 4.0], dtype=F64), rtol=1e-9, atol=1e-11,
+                     dense=True)
+    q = torch.linspace(0.0, 4.0, 41, dtype=F64, requires_grad=True)
+    ys = sol.evaluate(q)
+    slopes = sol.derivative(q.detach())
+    with torch.no_grad():
+        torch.testing.assert_close(slopes, func(q.detach()[:, None], ys.detach()), rtol=0,
+                                   atol=1e-6)
+    for i in range(3):  # d evaluate(q)_i / dq, one query time at a time
+        (grad_t,) = torch.autograd.grad(ys[:, i].sum(), q, retain_graph=True)
+        torch.testing.assert_close(grad_t, slopes[:, i], rtol=0, atol=1e-12)
+
+
+def test_decreasing_time_any_query_shape_and_output_times():
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    t = torch.tensor([0.0, -1.0, -3.0], dtype=F64)
+    sol = node.solve(oscillator, y0, t, rtol=1e-9, atol=1e-11, dense=True)
+    torch.testing.assert_close(sol.evaluate(t), sol.ys, rtol=0, atol=1e-14)
+    q = -torch.rand(2, 5, generator=torch.Generator().manual_seed(2), dtype=F64) * 3.0
+    ys = sol.evaluate(q)
+    assert ys.shape == (2, 5, 2)
+    torch.testing.assert_close(ys, exact(q), rtol=0, atol=1e-7)
+    assert sol.evaluate(-1.5).shape == (2,)
+    assert sol.evaluate(torch.empty(0, dtype=F64)).shape == (0, 2)
+
+
+def test_tuple_and_complex_states():
+    y0 = (torch.tensor([1.0, 0.0], dtype=F64), torch.zeros(2, 2, dtype=F64))
+    sol = node.solve(lambda t, y: (y[0] @ ROTATION.T, torch.ones_like(y[1]) * t), y0,
+                     torch.tensor([0.0, 2.0], dtype=F64), rtol=1e-9, atol=1e-11, dense=True)
+    q = torch.tensor([0.5, 1.5], dtype=F64)
+    first, second = sol.evaluate(q)
+    assert first.shape == (2, 2) and second.shape == (2, 2, 2)
+    torch.testing.assert_close(first, exact(q), rtol=0, atol=1e-8)
+    torch.testing.assert_close(second[:, 0, 0], q**2 / 2, rtol=0, atol=1e-10)
+    # y' = i y: y = exp(i t)
+    z0 = torch.ones(3, dtype=torch.complex128)
+    sol = node.solve(lambda t, z: 1j * z, z0, torch.tensor([0.0, 2.0], dtype=F64), rtol=1e-9,
+                     atol=1e-11, dense=True)
+    zs = sol.evaluate(q)
+    assert zs.dtype == torch.complex128 and zs.shape == (2, 3)
+    torch.testing.assert_close(zs[:, 0], torch.exp(1j * q.to(torch.complex128)), rtol=0,
+                               atol=1e-8)
+
+
+def test_without_autograd_the_recorded_steps_are_not_overwritten():
+    """Without a graph the loop reuses its buffers; the recorded steps must be copies."""
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    t = torch.tensor([0.0, 5.0], dtype=F64)
+    q = torch.linspace(0.0, 5.0, 51, dtype=F64)
+    with torch.no_grad():
+        quiet = node.solve(oscillator, y0, t, rtol=1e-8, atol=1e-10, dense=True).evaluate(q)
+    graphed = node.solve(oscillator, y0.requires_grad_(), t, rtol=1e-8, atol=1e-10,
+                         dense=True).evaluate(q)
+    torch.testing.assert_close(quiet, graphed.detach(), rtol=0, atol=1e-15)
+
+
+def test_failed_solve_covers_the_time_reached():
+    y0 = torch.ones(1, dtype=F64)
+    sol = node.solve(lambda t, y: y * y, y0, torch.tensor([0.0, 2.0], dtype=F64),
+                     on_failure="return", dense=True)
+    assert not sol.success
+    reached = sol.dense.t_end
+    assert 0.99 < reached < 1.001  # y = 1 / (1 - t) blows up at t = 1
+    assert float(sol.evaluate(0.5)) == pytest.approx(2.0, rel=1e-5)
+    with pytest.raises(ValueError, match=r"interval the solve covered, \[0, (0\.99|1\.000)"):
+        sol.evaluate(torch.tensor([0.5, 1.5], dtype=F64))
+
+
+def test_single_time_is_a_point():
+    y0 = torch.tensor([1.0, 2.0], dtype=F64)
+    sol = node.solve(oscillator, y0, torch.tensor([0.5], dtype=F64), dense=True)
+    torch.testing.assert_close(sol.evaluate(torch.tensor([0.5, 0.5], dtype=F64)),
+                               y0.expand(2, 2))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(gradient="checkpoint"), "dense=True needs gradient='direct'"),
+    (dict(gradient="adjoint", adjoint_params=()), "dense=True needs gradient='direct'"),
+    (dict(per_sample=True), "per-sample"),
+    (dict(method="rk4", options=dict(step_size=0.1)), "method='rk4' on a fixed grid"),
+    (dict(method="dopri5", options=dict(adaptive=False, step_size=0.1)), "on a fixed grid"),
+    (dict(method="explicit_adams"), "adaptive Runge-Kutta method"),
+    (dict(method="scipy_solver"), "scipy_solver"),
+])
+def test_unsupported_combinations_are_refused(kwargs, match):
+    y0 = torch.ones(2, 2, dtype=F64)
+    with pytest.raises(ValueError, match=match):
+        node.solve(lambda t, y: -y, y0, torch.tensor([0.0, 1.0], dtype=F64), dense=True,
+                   **kwargs)
+
+
+def test_evaluate_without_dense_and_bad_arguments():
+    sol = node.solve(lambda t, y: -y, torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="pass dense=True"):
+        sol.evaluate(0.5)
+    with pytest.raises(TypeError, match="dense must be True or False, got 'yes'"):
+        node.solve(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), dense="yes")
+    sol = node.solve(lambda t, y: -y, torch.ones(2, dtype=F64),
+                     torch.tensor([0.0, 1.0], dtype=F64), dense=True)
+    with pytest.raises(ValueError, match=r"\[0, 1\], got values from -0\.5 to 0\.5"):
+        sol.evaluate(torch.tensor([-0.5, 0.5]))
+    with pytest.raises(ValueError, match="interval"):
+        sol.evaluate(math.nan)
+    assert float(sol.evaluate(1)[0]) == pytest.approx(math.exp(-1.0), rel=1e-6)
