@@ -131,9 +131,10 @@ class DenseOutput:
         dtype = Ks.dtype
         start = tau0[idx]
         length = tau1[idx] - start  # step lengths in solver time, > 0
-        # theta through t itself, so that gradients reach the query times
-        t_solver = self.direction * t.to(dtype=dtype, device=Ks.device)
-        theta = (t_solver - start.to(dtype)) / length.to(dtype)
+        # theta in float64 (a float32 state at large t would lose its digits), computed from
+        # t itself so that gradients reach the query times
+        t_solver = self.direction * t.to(dtype=torch.float64, device=Ks.device)
+        theta = ((t_solver - start) / length).to(dtype)
         coeffs = self._coeffs.to(dtype=dtype, device=Ks.device)  # [S, P]
         exponents = torch.arange(1, coeffs.shape[1] + 1, dtype=dtype, device=Ks.device)
         if derivative:

@@ -170,3 +170,18 @@ def test_evaluate_without_dense_and_bad_arguments():
     with pytest.raises(ValueError, match="interval"):
         sol.evaluate(math.nan)
     assert float(sol.evaluate(1)[0]) == pytest.approx(math.exp(-1.0), rel=1e-6)
+
+
+def test_float32_state_at_large_times_keeps_theta_in_float64():
+    """Time is float64 inside node; a float32 query near t = 1e5 must not lose the step."""
+    y0 = torch.tensor([1.0, 0.0])
+    t = torch.tensor([1e5, 1e5 + 3.0], dtype=F64)
+    sol = node.solve(oscillator_f32, y0, t, rtol=1e-6, atol=1e-8, dense=True)
+    q = torch.tensor([1e5 + 0.7, 1e5 + 2.2], dtype=F64)
+    ys = sol.evaluate(q)
+    assert ys.dtype == torch.float32
+    torch.testing.assert_close(ys.double(), exact(q - 1e5), rtol=0, atol=1e-5)
+
+
+def oscillator_f32(t, y):
+    return y @ ROTATION.T.float()
