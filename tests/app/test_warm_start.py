@@ -89,3 +89,18 @@ def test_training_refuses_a_missing_mandatory_model_value(tiny_train, tmp_path):
     with pytest.raises(ValueError, match="the model config needs a value that is not set: .*"
                                          "Missing mandatory value: init_from"):
         tiny_train(["experiment=spirals_chen2018_encoder"], tmp_path)
+
+
+def test_the_30_point_encoder_phase_is_the_documented_overrides(compose_cfg):
+    from omegaconf import OmegaConf
+
+    named = compose_cfg(["experiment=spirals_chen2018_30_encoder", "init_from=x.ckpt"])
+    spelled = compose_cfg(["experiment=spirals_chen2018_encoder", "init_from=x.ckpt",
+                           "datamodule.n_obs=30", "model.obs_std=0.12",
+                           "trainer.check_val_every_n_epoch=10", "trainer.max_epochs=2000"])
+    for part in ("model", "datamodule", "trainer", "callbacks"):
+        assert OmegaConf.to_container(named[part]) == OmegaConf.to_container(spelled[part])
+    # the likelihood and data of phase one's spirals_chen2018_30
+    phase_one = compose_cfg(["experiment=spirals_chen2018_30"])
+    assert named.model.obs_std == phase_one.model.obs_std
+    assert OmegaConf.to_container(named.datamodule) == OmegaConf.to_container(phase_one.datamodule)
