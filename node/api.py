@@ -95,7 +95,8 @@ def solve(
         dense: keep every accepted step, so that ``Solution.evaluate(s)`` gives the solution
             at any time ``s`` of the interval solved (and ``Solution.derivative(s)`` its
             derivative) from the method's dense output, differentiably; adaptive methods
-            with ``gradient="direct"`` (see :mod:`node.dense_output`).
+            with ``gradient="direct"``, per-sample solves too (see :mod:`node.dense_output`,
+            :mod:`node.per_sample_dense`).
 
     Returns:
         A :class:`~node.Solution` with ``ys`` of shape ``[len(t), *y0.shape]``.
@@ -103,14 +104,14 @@ def solve(
     if not isinstance(dense, bool):
         raise TypeError(f"dense must be True or False, got {dense!r}")
     if dense:
-        check_dense(method, gradient, per_sample or wants_per_sample(per_sample, t))
+        check_dense(method, gradient)
     if wants_per_sample(per_sample, t):
         check_modes(gradient, on_failure)
         return solve_per_sample(
             func, y0, t, method=method, rtol=rtol, atol=atol, options=options,
             gradient=gradient, on_failure=on_failure, progress=progress,
             adjoint_args=(adjoint_params, adjoint_rtol, adjoint_atol, adjoint_method,
-                          adjoint_options))
+                          adjoint_options), dense=dense)
     view = ComplexView.of(y0)
     if view is not None:
         try:

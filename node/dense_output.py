@@ -21,7 +21,7 @@ differentiated, as everywhere in ``node``, so the solve's own ``t[0]`` gets no g
 through ``evaluate``.
 
 Memory: one state and one stage matrix (``S x N``) per accepted step; with autograd on, the
-solve's graph holds them anyway.
+solve's graph holds them anyway. Per-sample solves: :mod:`node.per_sample_dense`.
 
 Design decisions: the steps are recorded through the loop's step tape (the interface the
 checkpoint mode records with), so the loop itself has no dense-output code; evaluation is
@@ -176,14 +176,11 @@ class DenseOutput:
         return ys.reshape(*shape, *ys.shape[1:])
 
 
-def check_dense(method, gradient, per_sample: bool) -> None:
+def check_dense(method, gradient) -> None:
     """Refuse ``dense=True`` where the steps cannot be kept (before any work is done)."""
     if gradient != "direct":
         raise ValueError(f"dense=True needs gradient='direct' (the only mode whose steps keep "
                          f"their autograd graph), got gradient={gradient!r}")
-    if per_sample:
-        raise ValueError("dense=True is not supported with per-sample solves (per_sample=True "
-                         "or t of shape [B, T]) yet")
     if method == "scipy_solver":
         raise ValueError("dense=True is not supported by method='scipy_solver'; use one of "
                          "node's adaptive methods")

@@ -26,6 +26,7 @@ from node.options import parse_options, uses_fixed_grid
 from node.per_sample import CODES, SampleErrorScale, SampleField, integrate_per_sample
 from node.per_sample_adjoint import integrate_adjoint
 from node.per_sample_checkpoint import integrate_checkpointed
+from node.per_sample_dense import SampleDenseOutput, SampleDenseTape
 from node.per_sample_fixed_grid import solve_fixed_grid_per_sample
 from node.per_sample_inputs import _sample_tolerance, check_sample_inputs
 from node.per_sample_stops import SampleStops, sample_times
@@ -68,10 +69,12 @@ class PerSampleSolution(Solution):
 
 
 def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_failure,
-                     progress, adjoint_args) -> PerSampleSolution:
+                     progress, adjoint_args, dense: bool = False) -> PerSampleSolution:
     """:func:`node.solve` with ``per_sample=True`` (arguments as there, already checked for
-    ``gradient``/``on_failure`` names)."""
+    ``gradient``/``on_failure`` names and, with ``dense``, for the gradient mode)."""
     if isinstance(y0, tuple | list):  # solved as one [B, N] state (node.per_sample_tuple)
+        if dense:
+            raise ValueError("dense=True with per_sample=True needs a tensor state, got a tuple")
         return solve_tuple_per_sample(
             lambda f, y, t_, r, a, unflatten: solve_per_sample(
                 f, y, t_, method=method, rtol=r, atol=a,
@@ -92,6 +95,10 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
         raise ValueError(f"per_sample=True needs an explicit Runge-Kutta method, got "
                          f"method={getattr(tableau, 'name', method)!r}")
     if uses_fixed_grid(tableau.adaptive, options):  # each sample on its own grid
+        if dense:
+            raise ValueError(f"dense=True needs an adaptive Runge-Kutta method, got "
+                             f"method={tableau.name!r} on a fixed grid; a fixed-grid solve has "
+                             "its grid points as steps: ask for the times you need in t")
         if gradient != "direct":
             raise ValueError(f"per-sample solves on fixed grids (method={tableau.name!r}) "
                              f"support gradient='direct' only (so far), got "
@@ -134,9 +141,15 @@ def solve_per_sample(func, y0, t, *, method, rtol, atol, options, gradient, on_f
         run, job = integrate_checkpointed(func, f, y0, inputs.taus, inputs.direction, co, opts,
                                           errors)
     else:
+        tape = SampleDenseTape() if dense else None
         run = integrate_per_sample(f, y0, inputs.taus, inputs.direction, co, opts, errors,
-                                   stops=stops)
-    solution = _finish(run, inputs, opts, on_failure)
+                                   stops=stops, observer=tape)
+    dense_output = None
+    if dense:
+        reached = torch.where(run.status == 0, inputs.taus[:, -1], run.tau)
+        dense_output = SampleDenseOutput(tape, tableau, inputs.taus, inputs.direction, reached,
+                                         y0.reshape(inputs.batch, -1), layout.shapes[0][1:])
+    solution = _finish(run, inputs, opts, on_failure, dense_output)
     if job is not None:
         job.stats = solution.stats  # the backward pass adds its statistics there
     return solution
@@ -234,7 +247,7 @@ def check_options(opts, stops: bool = False) -> None:
         raise ValueError(f"option(s) {unsupported} are not supported with per_sample=True (yet)")
 
 
-def _finish(run, inputs, opts, on_failure) -> PerSampleSolution:
+def _finish(run, inputs, opts, on_failure, dense=None) -> PerSampleSolution:
     y0_shape = inputs.layout.shapes[0]
     ys = run.ys.view(run.ys.shape[0], *y0_shape)
     n_rejected = run.n_steps - run.n_accepted
@@ -247,7 +260,7 @@ def _finish(run, inputs, opts, on_failure) -> PerSampleSolution:
     direction = inputs.direction
     t_reached = torch.where(run.status == 0, inputs.taus[:, -1], run.tau) * direction
     failed = [b for b, c in enumerate(codes) if c]
-    solution = PerSampleSolution(ts=inputs.t, ys=ys, stats=stats,
+    solution = PerSampleSolution(ts=inputs.t, ys=ys, stats=stats, dense=dense,
                                  sample_status=sample_status, sample_t=t_reached, failed=failed)
     if not failed:
         return solution

@@ -144,7 +144,7 @@ def test_single_time_is_a_point():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(gradient="checkpoint"), "dense=True needs gradient='direct'"),
     (dict(gradient="adjoint", adjoint_params=()), "dense=True needs gradient='direct'"),
-    (dict(per_sample=True), "per-sample"),
+    (dict(per_sample=True, method="rk4", options=dict(step_size=0.1)), "on a fixed grid"),
     (dict(method="rk4", options=dict(step_size=0.1)), "method='rk4' on a fixed grid"),
     (dict(method="dopri5", options=dict(adaptive=False, step_size=0.1)), "on a fixed grid"),
     (dict(method="explicit_adams"), "adaptive Runge-Kutta method"),
@@ -185,3 +185,76 @@ def test_float32_state_at_large_times_keeps_theta_in_float64():
 
 def oscillator_f32(t, y):
     return y @ ROTATION.T.float()
+
+
+
+# Per-sample solves: each sample's own steps (node.per_sample_dense).
+
+MU = torch.tensor([0.5, 3.0, 8.0], dtype=F64)
+
+
+def van_der_pol(t, y):
+    x, v = y[..., 0], y[..., 1]
+    return torch.stack([v, MU * (1 - x**2) * v - x], -1)
+
+
+def vdp_start():
+    return torch.tensor([[2.0, 0.0], [1.0, 0.5], [-1.5, 0.2]], dtype=F64, requires_grad=True)
+
+
+def test_per_sample_evaluate_equals_a_per_sample_solve_at_those_times():
+    y0 = vdp_start()
+    sol = node.solve(van_der_pol, y0, torch.tensor([0.0, 5.0], dtype=F64), rtol=1e-7,
+                     atol=1e-9, per_sample=True, dense=True)
+    q = torch.linspace(0.0, 5.0, 23, dtype=F64)
+    ys = sol.evaluate(q)
+    ref = node.solve(van_der_pol, y0, q, rtol=1e-7, atol=1e-9, per_sample=True)
+    assert ys.shape == (23, 3, 2) and sol.stats["n_iterations"] == ref.stats["n_iterations"]
+    torch.testing.assert_close(ys, ref.ys, rtol=0, atol=1e-13)
+    (g_dense,) = torch.autograd.grad(ys.square().sum(), y0)
+    (g_ref,) = torch.autograd.grad(ref.ys.square().sum(), y0)
+    torch.testing.assert_close(g_dense, g_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_per_sample_grids_directions_and_derivative():
+    y0 = vdp_start()
+    # sample 2 runs backwards in time
+    t = torch.tensor([[0.0, 5.0], [0.0, 3.0], [0.0, -0.3]], dtype=F64)
+    sol = node.solve(van_der_pol, y0, t, rtol=1e-8, atol=1e-10, dense=True)
+    q = torch.stack([torch.linspace(0.0, end, 7, dtype=F64) for end in (5.0, 3.0, -0.3)])
+    ys = sol.evaluate(q)
+    ref = node.solve(van_der_pol, y0, q, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(ys, ref.ys, rtol=0, atol=1e-13)
+    slopes = sol.derivative(q)
+    with torch.no_grad():
+        field = torch.stack([van_der_pol(None, ys[j]) for j in range(7)])
+    torch.testing.assert_close(slopes.detach(), field, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"sample 1's is \[0, 3\], got t=4"):
+        sol.evaluate(torch.tensor([4.0], dtype=F64))
+    with pytest.raises(ValueError, match=r"\[M\] \(all samples\) or \[B, M\] with B = 3"):
+        sol.evaluate(torch.zeros(2, 4, dtype=F64))
+
+
+def test_per_sample_without_autograd_and_with_a_failed_sample():
+    y0 = torch.tensor([[1.0], [0.5], [2.0]], dtype=F64)
+    square = lambda t, y: y * y  # noqa: E731  blows up at t = 1 / y0: 1, 2, 0.5
+    t = torch.tensor([0.0, 1.5], dtype=F64)
+    with torch.no_grad():
+        sol = node.solve(square, y0, t, per_sample=True, dense=True, on_failure="return")
+    assert sol.failed == [0, 2]
+    ys = sol.evaluate(torch.tensor([0.25, 0.75, 1.5], dtype=F64))  # [3 times, 3 samples, 1]
+    # each sample where it got to: y = y0 / (1 - y0 t); NaN after a failure, as in sol.ys
+    assert float(ys[0, 2, 0]) == pytest.approx(4.0, rel=1e-5)
+    assert float(ys[1, 0, 0]) == pytest.approx(4.0, rel=1e-5)
+    assert float(ys[2, 1, 0]) == pytest.approx(2.0, rel=1e-5)
+    assert torch.isnan(ys[2, 0]).all() and torch.isnan(ys[1:, 2]).all()
+    assert torch.isnan(sol.ys[-1, 0]).all()
+    with pytest.raises(ValueError, match=r"sample 0's is \[0, 1.5\], got t=1.6"):
+        sol.evaluate(torch.tensor([1.6], dtype=F64))
+
+
+def test_per_sample_tuple_state_is_refused():
+    y0 = (torch.ones(3, 2, dtype=F64), torch.ones(3, dtype=F64))
+    with pytest.raises(ValueError, match="needs a tensor state, got a tuple"):
+        node.solve(lambda t, y: (-y[0], -y[1]), y0, torch.tensor([0.0, 1.0], dtype=F64),
+                   per_sample=True, dense=True)
