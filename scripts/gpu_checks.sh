@@ -27,7 +27,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee 
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" \
   | tee -a "$OUT/gpu.txt"
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/node/test_per_sample_cuda.py \
-  tests/node/test_bench_device.py "tests/node/test_solver_api.py::test_cuda" 2>&1 \
+  tests/node/test_bench_device.py "tests/node/test_solver_api.py::test_cuda" \
+  "tests/node/test_dense_output.py::test_cuda_dense_output_equals_the_cpu" 2>&1 \
   | tee "$OUT/pytest.log" | tail -15
 timeout 360 python3 -m bench.run_all --suite bench.per_sample --device cuda \
   --output "$OUT/README.cuda.md" --json "$OUT/results.cuda.json" 2>&1 | tail -45

@@ -195,7 +195,7 @@ MU = torch.tensor([0.5, 3.0, 8.0], dtype=F64)
 
 def van_der_pol(t, y):
     x, v = y[..., 0], y[..., 1]
-    return torch.stack([v, MU * (1 - x**2) * v - x], -1)
+    return torch.stack([v, MU.to(y.device) * (1 - x**2) * v - x], -1)
 
 
 def vdp_start():
@@ -258,3 +258,16 @@ def test_per_sample_tuple_state_is_refused():
     with pytest.raises(ValueError, match="needs a tensor state, got a tuple"):
         node.solve(lambda t, y: (-y[0], -y[1]), y0, torch.tensor([0.0, 1.0], dtype=F64),
                    per_sample=True, dense=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_cuda_dense_output_equals_the_cpu(per_sample):
+    t = torch.tensor([0.0, 3.0], dtype=F64)
+    q = torch.linspace(0.0, 3.0, 17, dtype=F64)
+    y0 = vdp_start().detach()
+    cpu = node.solve(van_der_pol, y0, t, per_sample=per_sample, dense=True)
+    gpu = node.solve(van_der_pol, y0.cuda(), t.cuda(), per_sample=per_sample, dense=True)
+    values = gpu.evaluate(q.cuda())
+    assert values.device.type == "cuda"
+    torch.testing.assert_close(values.cpu(), cpu.evaluate(q), rtol=1e-12, atol=1e-12)
