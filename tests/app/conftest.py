@@ -47,25 +47,12 @@ TINY = [
 
 
 def compose_train(overrides: list[str], output_dir: Path | None = None):
-    """``configs/train.yaml`` composed with ``overrides``, as ``train.py`` would see it.
+    """``configs/train.yaml`` composed with ``overrides``, as ``train.py`` would see it
+    (:func:`framework.compose.compose_run`; with ``output_dir`` the Hydra runtime points
+    there)."""
+    from framework.compose import compose_run
 
-    With ``output_dir`` the Hydra runtime is faked so that ``${hydra:...}`` interpolations and
-    ``paths.output_dir`` resolve to that folder.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=output_dir is not None)
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(output_dir)
-            cfg.hydra.job.num = 0
-            cfg.paths.output_dir = str(output_dir)
-            cfg.paths.log_dir = str(output_dir)
-        HydraConfig.instance().set_config(cfg)
-    return cfg
+    return compose_run(overrides, output_dir)
 
 
 def run_train(overrides: list[str], output_dir: Path, spirals: bool = True) -> dict:
