@@ -48,19 +48,23 @@ class DenseTape:
     def __init__(self) -> None:
         self.tau0: list[float] = []
         self.tau1: list[float] = []
-        self.h: list[float] = []
         self.y0: list[torch.Tensor] = []
         self.K: list[torch.Tensor] = []
+        self.keep = keeper()
 
     def accept(self, tau0, y0, K, h_tau, tau1, h, perturb_end, perturb_start, thetas,
                exact_end) -> None:
-        # Without autograd the loop's buffered step overwrites y and K in place: keep copies.
-        keep = torch.clone if not torch.is_grad_enabled() else _same
         self.tau0.append(tau0)
         self.tau1.append(tau1)
-        self.h.append(h)
-        self.y0.append(keep(y0))
-        self.K.append(keep(K))
+        self.y0.append(self.keep(y0))
+        self.K.append(self.keep(K))
+
+
+def keeper():
+    """How a recorder keeps the loop's tensors: without autograd the loops write their state
+    and stages into reused buffers, so copies; with it, the tensors themselves (and their
+    graph)."""
+    return torch.clone if not torch.is_grad_enabled() else _same
 
 
 def _same(x: torch.Tensor) -> torch.Tensor:

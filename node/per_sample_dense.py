@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from node.dense_output import keeper
 from node.interpolation import dense_polynomials
 
 
@@ -31,17 +32,12 @@ class SampleDenseTape:
     """The loop's ``observer``: records each iteration, stops no sample."""
 
     def __init__(self) -> None:
-        # Without autograd the loop writes its state and stages into reused buffers.
-        self.keep = torch.clone if not torch.is_grad_enabled() else _same
+        self.keep = keeper()
         self.records: list[tuple[torch.Tensor, ...]] = []
 
     def __call__(self, tau0, tau1, h, y0, y1, K, stepped) -> torch.Tensor:
         self.records.append((tau0, tau1, self.keep(y0), self.keep(K)))
         return torch.zeros_like(stepped)
-
-
-def _same(x: torch.Tensor) -> torch.Tensor:
-    return x
 
 
 class SampleDenseOutput:
