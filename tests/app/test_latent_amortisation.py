@@ -217,3 +217,26 @@ def test_the_paper_protocol_metric_is_logged_without_refinement_and_picks_checkp
                  "callbacks.model_checkpoint.monitor=val/extrap_rmse_encoder"]
     metrics = tiny_train(overrides, tmp_path)["metrics"]
     assert metrics["test/extrap_rmse_encoder"] == pytest.approx(metrics["test/extrap_rmse"])
+
+
+def test_validation_can_skip_refinement_while_test_refines(compose_cfg, tiny_train, tmp_path):
+    """model.refine_validation=false: validation scores from the encoder's mean (both val
+    metrics equal, no refinement solves), test still from the refined mode."""
+    assert compose_cfg(["experiment=spirals_chen2018_encoder", "init_from=x"]
+                       ).model.refine_validation is False
+    assert compose_cfg(["experiment=spirals_chen2018"]).model.refine_validation is True
+    base = ["model.refine_steps=5", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1"]
+    quiet = tiny_train([*base, "model.refine_validation=false"], tmp_path / "quiet")["metrics"]
+    full = tiny_train(base, tmp_path / "full")["metrics"]
+    assert quiet["val/extrap_rmse"] == pytest.approx(quiet["val/extrap_rmse_encoder"])
+    assert full["val/extrap_rmse"] != pytest.approx(full["val/extrap_rmse_encoder"])
+    assert quiet["val/nfe"] < full["val/nfe"]  # no refinement solves in validation
+    # the same training (refinement touches no weights and no random stream): same test
+    for key in ("test/extrap_rmse", "test/extrap_rmse_encoder", "test/loss"):
+        assert quiet[key] == pytest.approx(full[key], rel=1e-6)
+    assert quiet["test/extrap_rmse"] != pytest.approx(quiet["test/extrap_rmse_encoder"])
+
+
+def test_refine_validation_must_be_a_bool():
+    with pytest.raises(ValueError, match="model.refine_validation must be true or false, got 1"):
+        LatentODEModule(obs_dim=2, latent_dim=3, refine_validation=1, solver=RK4)
