@@ -36,7 +36,7 @@ from collections.abc import Callable
 import torch
 
 from node.implicit_tableau import ImplicitTableau
-from node.interpolation import dense_polynomials
+from node.interpolation import dense_polynomials, weights_at
 from node.state import StateLayout
 from node.tableau import ButcherTableau
 
@@ -139,14 +139,7 @@ class DenseOutput:
         # t itself so that gradients reach the query times
         t_solver = self.direction * t.to(dtype=torch.float64, device=Ks.device)
         theta = ((t_solver - start) / length).to(dtype)
-        coeffs = self._coeffs.to(dtype=dtype, device=Ks.device)  # [S, P]
-        exponents = torch.arange(1, coeffs.shape[1] + 1, dtype=dtype, device=Ks.device)
-        if derivative:
-            # b_i'(theta) = sum_p p c_ip theta^(p-1)
-            powers = exponents * theta.unsqueeze(1) ** (exponents - 1)
-        else:
-            powers = theta.unsqueeze(1) ** exponents  # [M, P]
-        weights = powers @ coeffs.T  # [M, S]
+        weights = weights_at(self._coeffs, theta, derivative)  # [M, S]
         combined = torch.einsum("ms,msn->mn", weights, Ks[idx])
         if derivative:
             return self._shaped(combined, shape)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from node.errors import SolverError, Status
-from node.interpolation import dense_polynomials, hermite, interpolate
+from node.interpolation import dense_polynomials, hermite, interpolate, weights_at
 from node.problem import Problem
 
 INTERIOR_SAMPLES = 4
@@ -166,10 +166,8 @@ class EventLocator:
         """The flat state with each sample at its own fraction ``theta[b]`` of the step."""
         n_per = step.y0.shape[0] // self.batch
         if self.polys is not None:
-            coeffs = self.coeffs  # [S, P]: powers theta**1..P
-            powers = theta.unsqueeze(1) ** torch.arange(1, coeffs.shape[1] + 1,
-                                                        dtype=torch.float64)
-            weights = (coeffs @ powers.T).to(dtype=step.K.dtype, device=step.K.device)
+            weights = weights_at(self.coeffs, theta).T.to(dtype=step.K.dtype,
+                                                          device=step.K.device)  # [S, B]
             w = weights.repeat_interleave(n_per, dim=1)  # [S, N]
             return step.y0 + step.h * (step.K * w).sum(dim=0)
         # The fixed grid's own interpolants, as in node.fixed_grid.

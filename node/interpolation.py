@@ -63,6 +63,21 @@ def dense_weights(polys: Polynomials, thetas: Sequence[float]) -> list[list[floa
     return [[sum(c * x for c, x in zip(poly, pw, strict=True)) for pw in powers] for poly in polys]
 
 
+def weights_at(coeffs: torch.Tensor, theta: torch.Tensor, derivative: bool = False
+               ) -> torch.Tensor:
+    """``b_i(theta)`` (or ``b_i'(theta)`` with ``derivative``) for a tensor of fractions
+    ``theta`` of any shape: ``[*theta.shape, S]``, in ``theta``'s dtype; ``coeffs`` is the
+    ``[S, P]`` tensor of :func:`dense_polynomials` (powers ``theta**1..P``)."""
+    coeffs = coeffs.to(dtype=theta.dtype, device=theta.device)
+    exponents = torch.arange(1, coeffs.shape[1] + 1, dtype=theta.dtype, device=theta.device)
+    theta = theta.unsqueeze(-1)
+    if derivative:  # b_i'(theta) = sum_p p c_ip theta^(p-1)
+        powers = exponents * theta ** (exponents - 1)
+    else:
+        powers = theta**exponents
+    return powers @ coeffs.T
+
+
 def interpolate(
     y0: torch.Tensor, K: torch.Tensor, h: float, polys: Polynomials, thetas: Sequence[float]
 ) -> torch.Tensor:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from node.dense_output import keeper
-from node.interpolation import dense_polynomials
+from node.interpolation import dense_polynomials, weights_at
 
 
 class SampleDenseTape:
@@ -105,13 +105,7 @@ class SampleDenseOutput:
         moved = length > 0
         length = torch.where(moved, length, torch.ones_like(length))  # theta = 0 where not
         theta = ((tau - start) / length).to(dtype)  # [B, M]
-        coeffs = self._coeffs.to(dtype=dtype, device=device)
-        exponents = torch.arange(1, coeffs.shape[1] + 1, dtype=dtype, device=device)
-        if derivative:
-            powers = exponents * theta.unsqueeze(-1) ** (exponents - 1)
-        else:
-            powers = theta.unsqueeze(-1) ** exponents  # [B, M, P]
-        weights = powers @ coeffs.T  # [B, M, S]
+        weights = weights_at(self._coeffs, theta, derivative)  # [B, M, S]
         n, stages = ys.shape[2], Ks.shape[2]
         k = Ks.gather(1, idx.view(batch, m, 1, 1).expand(batch, m, stages, n))  # [B, M, S, N]
         combined = torch.einsum("bms,bmsn->bmn", weights, k)
