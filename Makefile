@@ -41,8 +41,11 @@ eval: $(STAMP) ## Test a checkpoint: CKPT=<file> (e.g. logs/train/runs/<run>/che
 lint: $(STAMP) ## ruff check
 	$(VENV)/bin/ruff check .
 
+# One pytest worker per core (pytest-xdist; the tests are independent and write only under their
+# tmp_path), one thread each: most tests are small solves dominated by Python overhead, so two
+# workers on two cores take about half the serial time. Plain `pytest` still runs serially.
 test: $(STAMP) lint ## Lint, then the whole test suite (tests/node/: solver, tests/app/: training app)
-	OMP_NUM_THREADS=2 $(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto
 
 bench: $(STAMP) ## Run the benchmark suites (bench/) and rewrite bench/README.md
 	$(PY) -m bench.run_all
