@@ -42,7 +42,13 @@ from torchmetrics import MeanSquaredError
 import node
 from models.base import ODEModule
 from models.components.encoders import ENCODERS, build_encoder
-from models.components.mlp import ACTIVATIONS, MLP, AutonomousField, LinearPlusMLP
+from models.components.mlp import (
+    ACTIVATIONS,
+    MLP,
+    AutonomousField,
+    LinearField,
+    LinearPlusMLP,
+)
 from models.components.objectives import (
     OBJECTIVES,
     gaussian_log_likelihood,
@@ -139,7 +145,9 @@ class LatentODEModule(ODEModule):
         latent_dim: dimension of :math:`z` (4 in Chen et al.).
         encoder: ``"rnn"`` or ``"odernn"``.
         encoder_hidden: hidden units of the encoder (25 in Chen et al.).
-        dynamics_hidden, dynamics_layers: width and depth of the latent dynamics MLP.
+        dynamics_hidden, dynamics_layers: width and depth of the latent dynamics MLP;
+            ``dynamics_layers=0`` (with ``dynamics_linear``) drops the MLP: a linear latent ODE,
+            :math:`f(z) = A z` (:class:`~models.components.mlp.LinearField`).
         dynamics_activation: the dynamics MLP's activation (``elu``, as Chen et al.; ``tanh``,
             ``relu``, ``softplus``).
         dynamics_linear: add a learned linear term, :math:`f(z) = A z + \mathrm{mlp}(z)` (see
@@ -339,8 +347,17 @@ class LatentODEModule(ODEModule):
             raise ValueError(
                 f"model.dynamics_linear must be true or false, got {dynamics_linear!r}"
             )
-        field = MLP(latent_dim, dynamics_hidden, latent_dim, dynamics_layers, dynamics_activation)
-        self.dynamics = AutonomousField(LinearPlusMLP(field) if dynamics_linear else field)
+        _check_int("dynamics_layers", dynamics_layers, 0)
+        if dynamics_layers == 0:
+            if not dynamics_linear:
+                raise ValueError("model.dynamics_layers=0 (no MLP) needs model.dynamics_linear="
+                                 "true, the linear field A z; with neither the field is zero")
+            net: torch.nn.Module = LinearField(latent_dim)
+        else:
+            field = MLP(latent_dim, dynamics_hidden, latent_dim, dynamics_layers,
+                        dynamics_activation)
+            net = LinearPlusMLP(field) if dynamics_linear else field
+        self.dynamics = AutonomousField(net)
         _check_int("decoder_layers", decoder_layers, 0)
         self.decoder = (
             MLP(latent_dim, decoder_hidden, obs_dim, decoder_layers, "relu")

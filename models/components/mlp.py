@@ -61,6 +61,22 @@ class LinearPlusMLP(nn.Module):
         return self.linear(y) + self.mlp(y)
 
 
+class LinearField(nn.Linear):
+    r"""``y -> A y``: a linear vector field (no bias), ``A`` initialised at zero.
+
+    A latent ODE with this field and an affine decoder decodes sums of the modes of ``A``
+    (exponentials, sinusoids and, for repeated eigenvalues, their products with powers of
+    ``t``), and extrapolates them exactly. An Archimedean spiral ``r = a + b theta``,
+    ``theta = omega t``, is ``(r_0 + b omega t)(cos, sin)(theta_0 + omega t)``: a combination
+    of ``cos, sin, t cos, t sin`` of ``omega t``, the solutions of a 4-D system with a double
+    pair of eigenvalues ``+-i omega``. Both turning directions need 8 dimensions.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim, dim, bias=False)
+        nn.init.zeros_(self.weight)
+
+
 class AutonomousField(nn.Module):
     """The time-invariant vector field ``f(t, y) = net(y)``, in the solver's calling convention."""
 

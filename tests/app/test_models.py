@@ -12,7 +12,7 @@ import node
 from models import LatentODEModule
 from models.components import MLP, AutonomousField, ODESolver
 from models.components.encoders import ODERNN, RecognitionRNN
-from models.components.mlp import ACTIVATIONS, LinearPlusMLP
+from models.components.mlp import ACTIVATIONS, LinearField, LinearPlusMLP
 from models.components.objectives import (
     gaussian_log_likelihood,
     kl_standard_normal,
@@ -256,6 +256,47 @@ def test_latent_ode_dynamics_options(activation, linear):
     assert isinstance(mlp[1], ACTIVATIONS[activation])
 
 
+def test_linear_latent_ode_decodes_archimedean_spirals_of_both_directions_exactly():
+    """``dynamics_layers=0``: the field is ``A z`` alone (zero at initialisation). With 8
+    latent dimensions, ``A`` holding a double pair of eigenvalues ``+-i omega`` per turning
+    direction (a real Jordan block: ``d/dt (p, q) = (J p + q, J q)``, ``J`` the rotation
+    generator) and an affine decoder, the decoded paths include
+    ``r(t) (cos, +-sin)(theta_0 + omega t)`` with ``r = r_0 + b omega t``, for any start."""
+    model = LatentODEModule(obs_dim=2, latent_dim=8, dynamics_layers=0, dynamics_linear=True,
+                            decoder_layers=0, solver=dict(method="dopri5", rtol=1e-10,
+                                                          atol=1e-10))
+    field = model.dynamics.net
+    assert isinstance(field, LinearField) and not field.weight.any()
+    omega, b = 0.7, 0.3
+    rotation = torch.tensor([[0.0, -omega], [omega, 0.0]])
+    block = torch.zeros(4, 4)
+    block[:2, :2] = block[2:, 2:] = rotation
+    block[:2, 2:] = torch.eye(2)
+    with torch.no_grad():
+        field.weight.zero_()
+        field.weight[:4, :4] = block        # counter-clockwise: p = x, q = b omega (cos, sin)
+        field.weight[4:, 4:] = block        # clockwise, decoded with the sign of y flipped
+        model.decoder.weight.zero_()
+        model.decoder.bias.zero_()
+        model.decoder.weight[0, 0] = model.decoder.weight[0, 4] = 1.0
+        model.decoder.weight[1, 1] = 1.0
+        model.decoder.weight[1, 5] = -1.0
+    t = torch.linspace(0.0, 12.0, 40)
+    theta0 = torch.tensor([0.4, 2.0])
+    r0 = torch.tensor([1.5, 3.0])
+    z0 = torch.zeros(2, 8)
+    ccw = torch.stack([torch.cos(theta0), torch.sin(theta0)], -1)
+    z0[0, :2], z0[0, 2:4] = r0[0] * ccw[0], b * omega * ccw[0]
+    z0[1, 4:6], z0[1, 6:] = r0[1] * ccw[1], b * omega * ccw[1]
+    with torch.no_grad():
+        _, x = model.decode(z0, t)
+    angle = theta0[:, None] + omega * t
+    radius = r0[:, None] + b * omega * t
+    sign = torch.tensor([1.0, -1.0])[:, None]
+    spiral = torch.stack([radius * torch.cos(angle), sign * radius * torch.sin(angle)], -1)
+    torch.testing.assert_close(x, spiral, atol=1e-5, rtol=0)
+
+
 def test_hide_observations_keeps_at_least_one_time_per_series():
     torch.manual_seed(0)
     mask = torch.zeros(50, 20, 2)
@@ -387,6 +428,10 @@ def test_latent_ode_counts_forward_evaluations():
             "'gelu'], got 'swish'",
         ),
         (dict(dynamics_linear="yes"), "model.dynamics_linear must be true or false, got 'yes'"),
+        (dict(dynamics_layers=-1, dynamics_linear=True),
+         "model.dynamics_layers must be an integer >= 0, got -1"),
+        (dict(dynamics_layers=0), "model.dynamics_layers=0 (no MLP) needs "
+                                  "model.dynamics_linear=true"),
         (dict(refine_steps=-1), "model.refine_steps must be an integer >= 0, got -1"),
         (dict(refine_lr=0.0), "model.refine_lr must be a number > 0, got 0.0"),
         (dict(scheduler="step"), "model.scheduler must be one of ['none', 'multistep', 'cosine']"),
