@@ -41,11 +41,14 @@ eval: $(STAMP) ## Test a checkpoint: CKPT=<file> (e.g. logs/train/runs/<run>/che
 lint: $(STAMP) ## ruff check
 	$(VENV)/bin/ruff check .
 
-# One pytest worker per core (pytest-xdist; the tests are independent and write only under their
-# tmp_path), one thread each: most tests are small solves dominated by Python overhead, so two
-# workers on two cores take about half the serial time. Plain `pytest` still runs serially.
+# One pytest worker per core, at most 8 (pytest-xdist; the tests are independent and write only
+# under their tmp_path; each worker holds its own torch, a few hundred MB), one thread each: most
+# tests are small solves dominated by Python overhead, so two workers on two cores take about half
+# the serial time. `make test TEST_WORKERS=1` (or plain `pytest`) runs serially.
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(8, os.cpu_count() or 1))")
+
 test: $(STAMP) lint ## Lint, then the whole test suite (tests/node/: solver, tests/app/: training app)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS)
 
 bench: $(STAMP) ## Run the benchmark suites (bench/) and rewrite bench/README.md
 	$(PY) -m bench.run_all
