@@ -132,12 +132,14 @@ def test_spirals_30_point_recipe_is_the_base_recipe_plus_its_own_settings(compos
             "task_name=spirals_chen2018_30",
             "datamodule.n_obs=30",
             "model.obs_std=0.12",
+            "model.latent_dim=8",
             "trainer.check_val_every_n_epoch=10",
         ]
     )
     # the derived recipe's own values win over those of the recipe it extends
     assert compose_cfg(["experiment=spirals_chen2018"]).datamodule.n_obs == 100
     assert derived.datamodule.n_obs == 30 and derived.model.obs_std == 0.12
+    assert derived.model.latent_dim == 8
     assert derived.model.weight_decay == 1e-4  # the base recipe's
     derived, base = (OmegaConf.to_container(c, resolve=False) for c in (derived, base))
     assert derived == base

@@ -96,11 +96,13 @@ def test_the_30_point_encoder_phase_is_the_documented_overrides(compose_cfg):
 
     named = compose_cfg(["experiment=spirals_chen2018_30_encoder", "init_from=x.ckpt"])
     spelled = compose_cfg(["experiment=spirals_chen2018_encoder", "init_from=x.ckpt",
-                           "datamodule.n_obs=30", "model.obs_std=0.12",
+                           "datamodule.n_obs=30", "model.obs_std=0.12", "model.latent_dim=8",
                            "trainer.check_val_every_n_epoch=10", "trainer.max_epochs=2000"])
     for part in ("model", "datamodule", "trainer", "callbacks"):
         assert OmegaConf.to_container(named[part]) == OmegaConf.to_container(spelled[part])
-    # the likelihood and data of phase one's spirals_chen2018_30
+    # the likelihood, data and latent size of phase one's spirals_chen2018_30 (the warm start
+    # copies its flow and decoder, whose shapes must match)
     phase_one = compose_cfg(["experiment=spirals_chen2018_30"])
     assert named.model.obs_std == phase_one.model.obs_std
+    assert named.model.latent_dim == phase_one.model.latent_dim == 8
     assert OmegaConf.to_container(named.datamodule) == OmegaConf.to_container(phase_one.datamodule)
