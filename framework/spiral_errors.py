@@ -65,7 +65,6 @@ def spiral_errors(model, batch: Mapping[str, torch.Tensor]) -> dict[str, dict[st
 
 
 def _whole_split(datamodule, split: str) -> dict[str, torch.Tensor]:
-    datamodule.setup("test" if split == "test" else "validate")
     loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
     batches = list(loader)
     if len(batches) != 1:

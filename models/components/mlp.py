@@ -39,28 +39,6 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
 
 
-class LinearPlusMLP(nn.Module):
-    r"""``y -> A y + mlp(y)``: a learned linear map (no bias) plus an MLP.
-
-    As a vector field this splits the dynamics into a linear part, which extrapolates exactly
-    (rotations, growth and decay at every scale), and a nonlinear correction. With a bounded
-    activation (``tanh``) the correction tends to a function of the direction of ``y`` alone
-    far from the data, so the field far out is ``A y`` plus a bounded term, instead of whatever
-    piecewise-linear continuation an ELU or ReLU network happens to take. ``A`` starts at zero,
-    so at initialisation the field is the MLP's.
-    """
-
-    def __init__(self, mlp: MLP) -> None:
-        super().__init__()
-        first, last = mlp[0], mlp[-1]
-        self.linear = nn.Linear(first.in_features, last.out_features, bias=False)
-        nn.init.zeros_(self.linear.weight)
-        self.mlp = mlp
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return self.linear(y) + self.mlp(y)
-
-
 class LinearField(nn.Linear):
     r"""``y -> A y``: a linear vector field (no bias), ``A`` initialised at zero.
 
@@ -75,6 +53,30 @@ class LinearField(nn.Linear):
     def __init__(self, dim: int) -> None:
         super().__init__(dim, dim, bias=False)
         nn.init.zeros_(self.weight)
+
+
+class LinearPlusMLP(nn.Module):
+    r"""``y -> A y + mlp(y)``: a learned linear map (no bias) plus an MLP.
+
+    As a vector field this splits the dynamics into a linear part, which extrapolates exactly
+    (rotations, growth and decay at every scale), and a nonlinear correction. With a bounded
+    activation (``tanh``) the correction tends to a function of the direction of ``y`` alone
+    far from the data, so the field far out is ``A y`` plus a bounded term, instead of whatever
+    piecewise-linear continuation an ELU or ReLU network happens to take. ``A`` starts at zero,
+    so at initialisation the field is the MLP's.
+    """
+
+    def __init__(self, mlp: MLP) -> None:
+        super().__init__()
+        dim, out_dim = mlp[0].in_features, mlp[-1].out_features
+        if dim != out_dim:
+            raise ValueError(f"LinearPlusMLP needs a vector field's MLP (out_dim == in_dim), "
+                             f"got in_dim {dim} and out_dim {out_dim}")
+        self.linear = LinearField(dim)
+        self.mlp = mlp
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.linear(y) + self.mlp(y)
 
 
 class AutonomousField(nn.Module):

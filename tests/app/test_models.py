@@ -264,12 +264,13 @@ def test_linear_latent_ode_decodes_archimedean_spirals_of_both_directions_exactl
     ``r(t) (cos, +-sin)(theta_0 + omega t)`` with ``r = r_0 + b omega t``, for any start."""
     model = LatentODEModule(obs_dim=2, latent_dim=8, dynamics_layers=0, dynamics_linear=True,
                             decoder_layers=0, solver=dict(method="dopri5", rtol=1e-10,
-                                                          atol=1e-10))
+                                                          atol=1e-10)).double()
+    # float64: at these tolerances float32 rounding would depend on the BLAS kernel
     field = model.dynamics.net
     assert isinstance(field, LinearField) and not field.weight.any()
     omega, b = 0.7, 0.3
-    rotation = torch.tensor([[0.0, -omega], [omega, 0.0]])
-    block = torch.zeros(4, 4)
+    rotation = torch.tensor([[0.0, -omega], [omega, 0.0]], dtype=torch.float64)
+    block = torch.zeros(4, 4, dtype=torch.float64)
     block[:2, :2] = block[2:, 2:] = rotation
     block[:2, 2:] = torch.eye(2)
     with torch.no_grad():
@@ -281,10 +282,10 @@ def test_linear_latent_ode_decodes_archimedean_spirals_of_both_directions_exactl
         model.decoder.weight[0, 0] = model.decoder.weight[0, 4] = 1.0
         model.decoder.weight[1, 1] = 1.0
         model.decoder.weight[1, 5] = -1.0
-    t = torch.linspace(0.0, 12.0, 40)
-    theta0 = torch.tensor([0.4, 2.0])
-    r0 = torch.tensor([1.5, 3.0])
-    z0 = torch.zeros(2, 8)
+    t = torch.linspace(0.0, 12.0, 40, dtype=torch.float64)
+    theta0 = torch.tensor([0.4, 2.0], dtype=torch.float64)
+    r0 = torch.tensor([1.5, 3.0], dtype=torch.float64)
+    z0 = torch.zeros(2, 8, dtype=torch.float64)
     ccw = torch.stack([torch.cos(theta0), torch.sin(theta0)], -1)
     z0[0, :2], z0[0, 2:4] = r0[0] * ccw[0], b * omega * ccw[0]
     z0[1, 4:6], z0[1, 6:] = r0[1] * ccw[1], b * omega * ccw[1]
@@ -292,9 +293,9 @@ def test_linear_latent_ode_decodes_archimedean_spirals_of_both_directions_exactl
         _, x = model.decode(z0, t)
     angle = theta0[:, None] + omega * t
     radius = r0[:, None] + b * omega * t
-    sign = torch.tensor([1.0, -1.0])[:, None]
+    sign = torch.tensor([1.0, -1.0], dtype=torch.float64)[:, None]
     spiral = torch.stack([radius * torch.cos(angle), sign * radius * torch.sin(angle)], -1)
-    torch.testing.assert_close(x, spiral, atol=1e-5, rtol=0)
+    torch.testing.assert_close(x, spiral, atol=1e-7, rtol=0)
 
 
 def test_hide_observations_keeps_at_least_one_time_per_series():
@@ -448,6 +449,8 @@ def test_mlp_rejects_bad_shapes():
         MLP(2, 0, 2)
     with pytest.raises(ValueError, match="MLP activation must be one of"):
         MLP(2, 3, 2, activation="swish")
+    with pytest.raises(ValueError, match="got in_dim 2 and out_dim 3"):
+        LinearPlusMLP(MLP(2, 4, 3))
     assert isinstance(AutonomousField(nn.Identity())(torch.zeros(()), torch.ones(2)), torch.Tensor)
 
 
