@@ -2,8 +2,9 @@
 
 Phase one trains the whole latent ODE (``experiment=spirals_chen2018``, or ``_30``); phase two
 trains a new GRU encoder for its frozen flow and decoder (``experiment=spirals_chen2018_encoder``,
-or ``_30_encoder``) from phase one's ``last.ckpt``, and is scored as the paper does (from the
-encoder's posterior mean): README, "Chen et al.'s spirals".
+or ``_30_encoder``) from phase one's ``last.ckpt`` (``--start best``: from its best checkpoint,
+chosen by ``val/extrap_rmse_encoder``), and is scored as the paper does (from the encoder's
+posterior mean): README, "Chen et al.'s spirals".
 
 A phase one whose flow got stuck (with 30 points and latent dimension 6 two of six seeds sat at
 a validation extrapolation RMSE near 0.35-0.4, where working runs reach 0.14-0.17; none with 8)
@@ -41,6 +42,8 @@ RECIPES: dict[int, tuple[list[str], list[str]]] = {
 MONITOR = "val/extrap_rmse"
 RESTART_ABOVE = 0.3
 SEED_STEP = 100
+# --start: phase one's checkpoint that phase two starts from -> its key in the run's paths
+STARTS = {"last": "last_checkpoint", "best": "best_checkpoint"}
 
 
 def best_validation(result: dict[str, Any], monitor: str = MONITOR) -> float:
@@ -61,12 +64,16 @@ def run_phase(overrides: list[str], output_dir: Path) -> dict[str, Any]:
 
 
 def two_phase(points: int, seed: int, extra: list[str], out: Path,
-              restart_above: float = RESTART_ABOVE, restarts: int = 1) -> dict[str, Any]:
-    """Run the recipe for ``points`` observed points from ``seed`` into ``out``; the summary."""
+              restart_above: float = RESTART_ABOVE, restarts: int = 1,
+              start: str = "last") -> dict[str, Any]:
+    """Run the recipe for ``points`` observed points from ``seed`` into ``out``; the summary.
+    ``start``: the phase-one checkpoint phase two starts from, one of :data:`STARTS`."""
     if points not in RECIPES:
         raise ValueError(f"points must be one of {sorted(RECIPES)}, got {points!r}")
     if restarts < 0:
         raise ValueError(f"restarts must be >= 0, got {restarts!r}")
+    if start not in STARTS:
+        raise ValueError(f"start must be one of {list(STARTS)}, got {start!r}")
     first, second = RECIPES[points]
     summary: dict[str, Any] = {"points": points, "seed": seed, "overrides": extra,
                                "restart_above": restart_above, "phase_one": []}
@@ -82,13 +89,15 @@ def two_phase(points: int, seed: int, extra: list[str], out: Path,
             break
         attempt += 1
         phase_seed = seed + SEED_STEP * attempt
-    checkpoint = result["paths"]["last_checkpoint"]
+    checkpoint = result["paths"][STARTS[start]]
     if not checkpoint:
-        raise RuntimeError(f"phase one wrote no last.ckpt in {out / name}: phase two needs it "
-                           "(keep the last_checkpoint callback)")
+        callback = "last_checkpoint" if start == "last" else "model_checkpoint"
+        raise RuntimeError(f"phase one wrote no {start} checkpoint in {out / name}: phase two "
+                           f"needs it (keep the {callback} callback)")
     final = run_phase([*second, f"seed={seed}", f"init_from={checkpoint}", *extra],
                       out / "phase2")
-    summary["phase_two"] = {"output_dir": str(out / "phase2"), "init_from": checkpoint,
+    summary["phase_two"] = {"output_dir": str(out / "phase2"), "start": start,
+                            "init_from": checkpoint,
                             "test": {k: v for k, v in final["metrics"].items()
                                      if k.startswith("test/")}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -105,6 +114,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--restart-above", type=float, default=RESTART_ABOVE,
                         help=f"rerun phase one when its best {MONITOR} is above this")
     parser.add_argument("--restarts", type=int, default=1, help="at most this many reruns")
+    parser.add_argument("--start", choices=list(STARTS), default="last",
+                        help="phase two starts from phase one's last checkpoint or its best one "
+                             "(by the experiment's monitor, val/extrap_rmse_encoder)")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder of the runs (default logs/two_phase/<points>pts_s<seed>/"
                              "<time>)")
@@ -114,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        / time.strftime("%Y-%m-%d_%H-%M-%S"))
     out.mkdir(parents=True, exist_ok=True)
     summary = two_phase(args.points, args.seed, args.overrides, out, args.restart_above,
-                        args.restarts)
+                        args.restarts, args.start)
     test = summary["phase_two"]["test"]
     print(f"two-phase recipe, {args.points} points, seed {args.seed}: phase one "
           + ", ".join(f"seed {p['seed']} (best {MONITOR} {p[f'best {MONITOR}']:.4g}"

@@ -38,9 +38,20 @@ def test_a_stuck_phase_one_is_rerun_with_the_next_seed(tmp_path, capsys, quick):
 
 
 def test_a_working_phase_one_is_kept_and_bad_arguments(tmp_path, quick):
-    summary = two_phase.two_phase(100, 5, quick, tmp_path, restart_above=math.inf)
+    # three epochs, the best of them (by val/extrap_rmse_encoder) saved apart from last.ckpt
+    summary = two_phase.two_phase(100, 5, [*quick, "trainer.max_epochs=3"], tmp_path,
+                                  restart_above=math.inf, start="best")
     assert [r["seed"] for r in summary["phase_one"]] == [5]
     assert not (tmp_path / "phase1_restart1").exists()
+    first = json.loads((tmp_path / "phase1" / "metrics.json").read_text())
+    best = first["paths"]["best_checkpoint"]
+    assert best and best != first["paths"]["last_checkpoint"]
+    assert summary["phase_two"]["start"] == "best"
+    assert summary["phase_two"]["init_from"] == best
+    phase_two = json.loads((tmp_path / "phase2" / "metrics.json").read_text())
+    assert f"init_from={best}" in phase_two["overrides"]
+    with pytest.raises(ValueError, match=r"start must be one of \['last', 'best'\], got 'first'"):
+        two_phase.two_phase(100, 5, quick, tmp_path, start="first")
     with pytest.raises(ValueError, match=r"points must be one of \[30, 50, 100\], got 40"):
         two_phase.two_phase(40, 1, quick, tmp_path)
     with pytest.raises(SystemExit):
